@@ -1,0 +1,157 @@
+package ops
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	c, err := Loader{}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Train.LR != DefaultConfig().Train.LR || c.HTTP.Addr != "127.0.0.1:8080" {
+		t.Fatalf("defaults not applied: %+v", c.Train)
+	}
+}
+
+func TestPrecedenceFileEnvFlag(t *testing.T) {
+	file := writeFile(t, t.TempDir(), "replayd.yaml", "train:\n  lr: 0.01\n  batch_size: 4\n  seq_len: 64\nlog:\n  level: debug\n")
+	cases := []struct {
+		name       string
+		env        []string
+		flags      []string
+		lr         float64
+		batch, seq int
+		level      string
+	}{
+		{"file only", nil, nil, 0.01, 4, 64, "debug"},
+		{"env beats file", []string{"REPLAYD_TRAIN_LR=0.02", "REPLAYD_TRAIN_SEQ_LEN=96"}, nil, 0.02, 4, 96, "debug"},
+		{"flag beats env", []string{"REPLAYD_TRAIN_LR=0.02"}, []string{"--train.lr=0.03"}, 0.03, 4, 64, "debug"},
+		{"env-only key", []string{"REPLAYD_LOG_LEVEL=warn"}, nil, 0.01, 4, 64, "warn"},
+		{"unset flag keeps file", nil, []string{"--train.batch_size=2"}, 0.01, 2, 64, "debug"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+			AddFlags(fs)
+			if err := fs.Parse(c.flags); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := Loader{File: file, Env: c.env, Flags: fs}.Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Train.LR != c.lr || cfg.Train.BatchSize != c.batch || cfg.Train.SeqLen != c.seq || cfg.Log.Level != c.level {
+				t.Fatalf("got lr=%v batch=%d seq=%d level=%s", cfg.Train.LR, cfg.Train.BatchSize, cfg.Train.SeqLen, cfg.Log.Level)
+			}
+		})
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, yaml string
+		env        []string
+		want       string
+	}{
+		{"unknown key", "train:\n  learning_rate: 0.1\n", nil, "train.learning_rate"},
+		{"unknown section", "trainer:\n  lr: 0.1\n", nil, "trainer.lr"},
+		{"bad level", "log:\n  level: loud\n", nil, "log.level"},
+		{"lr out of range", "train:\n  lr: 2\n", nil, "train.lr"},
+		{"bad schedule", "train:\n  schedule: linear\n", nil, "train.schedule"},
+		{"bad type", "train:\n  batch_size: many\n", nil, "batch_size"},
+		{"bad env value", "", []string{"REPLAYD_TRAIN_WHEN_DRY=sleep"}, "train.when_dry"},
+		{"unknown env key", "", []string{"REPLAYD_TRAIN_LEARNING_RATE=1"}, "REPLAYD_TRAIN_LEARNING_RATE"},
+		{"bad gate rule", "gate:\n  rules:\n    - {score: seen, kind: bigger, against: baseline, value: 1}\n", nil, "gate.rules[0]"},
+		{"missing suite file", "eval:\n  suites:\n    - {name: s, group: seen, kind: task, metric: exact, file: /nonexistent.jsonl}\n", nil, "eval.suites[0]"},
+		{"broken yaml", "train: [lr: 0.1\n", nil, "read config"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			file := writeFile(t, dir, strings.ReplaceAll(c.name, " ", "_")+".yaml", c.yaml)
+			_, err := Loader{File: file, Env: c.env}.Load()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one naming %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestExampleConfigCoversEveryKey(t *testing.T) {
+	raw, err := os.ReadFile("../replayd.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The example must load as it is, and name every key.
+	if _, err := (Loader{File: "../replayd.example.yaml"}).Load(); err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+	for key := range ConfigKeys() {
+		leaf := key[strings.LastIndex(key, ".")+1:]
+		if !strings.Contains(string(raw), leaf+":") {
+			t.Errorf("replayd.example.yaml does not mention %s", key)
+		}
+	}
+}
+
+func TestReloadLiveAndRestartKeys(t *testing.T) {
+	dir := t.TempDir()
+	file := writeFile(t, dir, "replayd.yaml", "train:\n  lr: 0.001\neval:\n  every_steps: 100\n")
+	l := Loader{File: file}
+	cur, err := l.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	changes := make(chan Change, 4)
+	done := make(chan error, 1)
+	go func() { done <- Watch(ctx, l, cur, func(c Change) { changes <- c }) }()
+	next := func() Change {
+		select {
+		case c := <-changes:
+			return c
+		case <-ctx.Done():
+			t.Fatal("no reload seen")
+		}
+		return Change{}
+	}
+	// The watcher needs a moment to start; rewrite until a change shows up.
+	time.Sleep(200 * time.Millisecond)
+	writeFile(t, dir, "replayd.yaml", "train:\n  lr: 0.002\n  seq_len: 256\neval:\n  every_steps: 10\n")
+	ch := next()
+	if ch.Err != nil {
+		t.Fatal(ch.Err)
+	}
+	if strings.Join(ch.Live, ",") != "eval.every_steps,train.lr" || strings.Join(ch.NeedRestart, ",") != "train.seq_len" {
+		t.Fatalf("live %v restart %v", ch.Live, ch.NeedRestart)
+	}
+	if ch.Config.Train.LR != 0.002 || ch.Config.Eval.EverySteps != 10 || ch.Config.Train.SeqLen != cur.Train.SeqLen {
+		t.Fatalf("merged config wrong: lr=%v every=%d seq=%d", ch.Config.Train.LR, ch.Config.Eval.EverySteps, ch.Config.Train.SeqLen)
+	}
+	writeFile(t, dir, "replayd.yaml", "train: [broken\n")
+	if ch := next(); ch.Err == nil || ch.Config.Train.LR != 0.002 {
+		t.Fatalf("broken yaml: err=%v lr=%v", ch.Err, ch.Config.Train.LR)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
