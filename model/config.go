@@ -1,0 +1,200 @@
+// Package model is the LLaMA-architecture language model of replayd: its
+// configuration (Hugging Face LlamaConfig compatible), parameter layout,
+// explicit forward and backward passes over a Backend, AdamW with schedules,
+// KV-cache decoding, and safetensors checkpoints in Hugging Face naming.
+package model
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// MaxBuckets is the number of loss buckets a Batch may use (bucket indices 0..7).
+const MaxBuckets = 8
+
+// Config mirrors the fields of Hugging Face's LlamaConfig that define the
+// architecture, so config.json files round-trip with transformers.
+type Config struct {
+	VocabSize             int     `json:"vocab_size"`
+	HiddenSize            int     `json:"hidden_size"`
+	NumHiddenLayers       int     `json:"num_hidden_layers"`
+	NumAttentionHeads     int     `json:"num_attention_heads"`
+	NumKeyValueHeads      int     `json:"num_key_value_heads"`
+	IntermediateSize      int     `json:"intermediate_size"`
+	RMSNormEps            float64 `json:"rms_norm_eps"`
+	RopeTheta             float64 `json:"rope_theta"`
+	TieWordEmbeddings     bool    `json:"tie_word_embeddings"`
+	MaxPositionEmbeddings int     `json:"max_position_embeddings"`
+	BOSTokenID            int     `json:"bos_token_id"`
+	EOSTokenID            int     `json:"eos_token_id"`
+	PadTokenID            *int    `json:"pad_token_id"`
+	// HiddenAct must be "silu" (SwiGLU); kept so HF configs validate.
+	HiddenAct string `json:"hidden_act,omitempty"`
+	// InitializerRange is the std of the normal initialisation of New.
+	InitializerRange float64 `json:"initializer_range,omitempty"`
+}
+
+// hfConfig is the on-disk config.json: Config plus the fields transformers
+// needs to pick the class and dtype.
+type hfConfig struct {
+	Architectures []string `json:"architectures"`
+	ModelType     string   `json:"model_type"`
+	TorchDtype    string   `json:"torch_dtype"`
+	HeadDim       int      `json:"head_dim,omitempty"`
+	AttentionBias bool     `json:"attention_bias"`
+	MLPBias       bool     `json:"mlp_bias"`
+	Config
+}
+
+// HeadDim is the per-head width, hidden_size / num_attention_heads.
+func (c Config) HeadDim() int { return c.HiddenSize / c.NumAttentionHeads }
+
+// KVDim is the width of the key and value projections.
+func (c Config) KVDim() int { return c.HeadDim() * c.NumKeyValueHeads }
+
+// Validate reports the first inconsistency of the configuration.
+func (c Config) Validate() error {
+	switch {
+	case c.VocabSize <= 0, c.HiddenSize <= 0, c.NumHiddenLayers <= 0, c.NumAttentionHeads <= 0, c.IntermediateSize <= 0:
+		return errors.New("model config: sizes must be positive")
+	case c.NumKeyValueHeads <= 0 || c.NumAttentionHeads%c.NumKeyValueHeads != 0:
+		return fmt.Errorf("model config: num_attention_heads %d not a multiple of num_key_value_heads %d", c.NumAttentionHeads, c.NumKeyValueHeads)
+	case c.HiddenSize%c.NumAttentionHeads != 0:
+		return fmt.Errorf("model config: hidden_size %d not divisible by num_attention_heads %d", c.HiddenSize, c.NumAttentionHeads)
+	case c.HeadDim()%2 != 0:
+		return errors.New("model config: head dim must be even for RoPE")
+	case c.RMSNormEps <= 0 || c.RopeTheta <= 0:
+		return errors.New("model config: rms_norm_eps and rope_theta must be positive")
+	case c.MaxPositionEmbeddings <= 0:
+		return errors.New("model config: max_position_embeddings must be positive")
+	case c.HiddenAct != "" && c.HiddenAct != "silu":
+		return fmt.Errorf("model config: hidden_act %q unsupported (only silu)", c.HiddenAct)
+	}
+	return nil
+}
+
+func intp(v int) *int { return &v }
+
+// Preset returns a named configuration: "tiny" (tests, demo), "small" and "base".
+func Preset(name string) (Config, error) {
+	c := Config{
+		RMSNormEps: 1e-5, RopeTheta: 10000, TieWordEmbeddings: true,
+		BOSTokenID: 1, EOSTokenID: 2, PadTokenID: intp(0), HiddenAct: "silu", InitializerRange: 0.02,
+	}
+	switch name {
+	case "tiny":
+		c.VocabSize, c.HiddenSize, c.NumHiddenLayers, c.NumAttentionHeads, c.NumKeyValueHeads = 512, 64, 2, 4, 2
+		c.IntermediateSize, c.MaxPositionEmbeddings = 176, 128
+	case "small":
+		c.VocabSize, c.HiddenSize, c.NumHiddenLayers, c.NumAttentionHeads, c.NumKeyValueHeads = 8192, 256, 4, 8, 4
+		c.IntermediateSize, c.MaxPositionEmbeddings = 768, 256
+	case "base":
+		c.VocabSize, c.HiddenSize, c.NumHiddenLayers, c.NumAttentionHeads, c.NumKeyValueHeads = 16384, 512, 8, 8, 4
+		c.IntermediateSize, c.MaxPositionEmbeddings = 1408, 512
+	default:
+		return Config{}, fmt.Errorf("model: unknown preset %q (tiny, small, base)", name)
+	}
+	return c, nil
+}
+
+// LoadConfig reads dir/config.json (a Hugging Face LlamaConfig).
+func LoadConfig(dir string) (Config, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return Config{}, fmt.Errorf("load config: %w", err)
+	}
+	var h hfConfig
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return Config{}, fmt.Errorf("load config %s: %w", dir, err)
+	}
+	if h.ModelType != "" && h.ModelType != "llama" {
+		return Config{}, fmt.Errorf("load config %s: model_type %q is not llama", dir, h.ModelType)
+	}
+	if h.AttentionBias || h.MLPBias {
+		return Config{}, fmt.Errorf("load config %s: biases are not supported", dir)
+	}
+	c := h.Config
+	if c.NumKeyValueHeads == 0 { // HF default: MHA
+		c.NumKeyValueHeads = c.NumAttentionHeads
+	}
+	if c.RopeTheta == 0 {
+		c.RopeTheta = 10000
+	}
+	if c.RMSNormEps == 0 {
+		c.RMSNormEps = 1e-6
+	}
+	if h.HeadDim != 0 && c.NumAttentionHeads > 0 && h.HeadDim != c.HiddenSize/c.NumAttentionHeads {
+		return Config{}, fmt.Errorf("load config %s: head_dim %d != hidden_size/num_attention_heads", dir, h.HeadDim)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("load config %s: %w", dir, err)
+	}
+	return c, nil
+}
+
+// writeConfig writes config.json and generation_config.json into dir.
+func writeConfig(dir string, c Config, dtype string) error {
+	h := hfConfig{Architectures: []string{"LlamaForCausalLM"}, ModelType: "llama", TorchDtype: dtype, HeadDim: c.HeadDim(), Config: c}
+	if h.HiddenAct == "" {
+		h.HiddenAct = "silu"
+	}
+	raw, err := json.MarshalIndent(h, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "config.json"), raw); err != nil {
+		return err
+	}
+	gen := map[string]any{"bos_token_id": c.BOSTokenID, "eos_token_id": c.EOSTokenID, "do_sample": false}
+	if c.PadTokenID != nil {
+		gen["pad_token_id"] = *c.PadTokenID
+	}
+	raw, err = json.MarshalIndent(gen, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write generation config: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(dir, "generation_config.json"), raw)
+}
+
+// writeFileAtomic writes data to path through a temporary file in the same
+// directory, fsyncs it, renames it over path and fsyncs the directory, so a
+// crash leaves either the old or the new file, never a torn one.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("write %s: open dir: %w", path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("write %s: sync dir: %w", path, err)
+	}
+	return nil
+}
