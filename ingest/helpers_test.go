@@ -1,0 +1,122 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"replayd/tokenizer"
+)
+
+// byteEncoder is a complete, deterministic byte-level Encoder (token = byte
+// value, specials above 255). The NATS tests use it so that they check the
+// log's plumbing, not a vocabulary; tests with the real tokenizer live in
+// tokenizer_test.go.
+type byteEncoder struct{}
+
+const (
+	tokBOS = 256 + iota
+	tokEOS
+	tokUser
+	tokAssistant
+	tokSystem
+	tokEnd
+)
+
+func (byteEncoder) EncodeDAPT(text string) ([]int32, []uint8) {
+	toks := []int32{tokBOS}
+	for _, b := range []byte(text) {
+		toks = append(toks, int32(b))
+	}
+	toks = append(toks, tokEOS)
+	mask := make([]uint8, len(toks))
+	for i := range mask {
+		mask[i] = 1
+	}
+	return toks, mask
+}
+
+func (byteEncoder) EncodeChat(turns []tokenizer.Turn) ([]int32, []uint8, error) {
+	toks, mask := []int32{tokBOS}, []uint8{0}
+	for _, t := range turns {
+		var m uint8
+		switch t.Role {
+		case "user":
+			toks = append(toks, tokUser)
+		case "system":
+			toks = append(toks, tokSystem)
+		case "assistant":
+			toks, m = append(toks, tokAssistant), 1
+		default:
+			return nil, nil, errors.New("bad role " + t.Role)
+		}
+		mask = append(mask, 0)
+		for _, b := range []byte(t.Content) {
+			toks, mask = append(toks, int32(b)), append(mask, m)
+		}
+		toks, mask = append(toks, tokEnd), append(mask, m)
+	}
+	return toks, mask, nil
+}
+
+// testCtx is a context bounded well under the package's test timeout, so a
+// hang fails with a message instead of killing the binary.
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// freePort returns a free TCP port on 127.0.0.1.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// embedded starts an embedded server on dataDir and connects to it.
+func embedded(t *testing.T, ctx context.Context, dataDir string, port int) *Conn {
+	t.Helper()
+	c, err := Connect(ctx, NATSOptions{Embedded: EmbeddedOptions{
+		DataDir: dataDir, Port: port, MaxMemory: 64 << 20, MaxStore: 1 << 30,
+	}})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	return c
+}
+
+// waitGoroutines waits until the goroutine count is back to at most n
+// (servers and clients end their goroutines asynchronously after Close).
+func waitGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Fatalf("goroutine leak: %d > %d\n%s", runtime.NumGoroutine(), n, buf)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
