@@ -99,7 +99,10 @@ func parseSafetensorsHeader(head []byte, fileLen int64) (map[string]stEntry, map
 	}
 	// The format requires the buffers to cover the data section without
 	// holes or overlaps; checking it catches truncated or spliced files.
-	sort.Slice(spans, func(i, j int) bool { return spans[i].a < spans[j].a })
+	sort.Slice(spans, func(i, j int) bool {
+		// Empty tensors sit at the start of the next one: order by end too.
+		return spans[i].a < spans[j].a || (spans[i].a == spans[j].a && spans[i].b < spans[j].b)
+	})
 	var at int64
 	for _, s := range spans {
 		if s.a != at {
