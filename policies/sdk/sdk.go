@@ -24,7 +24,6 @@
 package sdk
 
 import (
-
 	"unsafe"
 
 	"replayd/policies/abi"
@@ -83,7 +82,6 @@ func input(ptr, n int32) []byte {
 	}
 	return in[:n]
 }
-
 
 //go:wasmexport init
 func initPolicy(ptr, n int32) int32 {
@@ -145,4 +143,3 @@ func mix(ptr, n int32) int64 {
 	abi.PutProportions(out, &p)
 	return int64(abi.Pack(addr(out[:cap(out)]), abi.MixOutputSize))
 }
-
