@@ -57,6 +57,9 @@ type Config struct {
 	// SwitchTokens moves sequential to its SFT phase after this many
 	// trained tokens (0: DefaultSwitchTokens unless SwitchStep is set).
 	SwitchTokens uint64 `json:"switch_tokens,omitempty"`
+	// GeneralFresh makes joint-replay and adaptive train general data
+	// fresh too (kept, then replayable) instead of replay-only.
+	GeneralFresh bool `json:"general_fresh,omitempty"`
 	// EvalName, Gain and MaxReplay tune adaptive.
 	EvalName  string   `json:"eval_name,omitempty"`
 	Gain      *float64 `json:"gain,omitempty"`
@@ -82,6 +85,7 @@ type params struct {
 	gain        float64
 	maxReplay   float64
 	replayShare float64
+	genFresh    bool
 }
 
 func parse(cfg []byte, defMix [abi.NumSlots]float64) (params, error) {
@@ -101,6 +105,7 @@ func parse(cfg []byte, defMix [abi.NumSlots]float64) (params, error) {
 		evalName:   c.EvalName,
 		gain:       orDefault(c.Gain, DefaultGain),
 		maxReplay:  orDefault(c.MaxReplay, DefaultMaxReplay),
+		genFresh:   c.GeneralFresh,
 	}
 	if !(p.keep >= 0 && p.keep <= 1) {
 		return p, fmt.Errorf("policy config: dapt_keep %v not in [0, 1]", p.keep)
@@ -200,7 +205,7 @@ func (j *JointReplay) Init(cfg []byte) (err error) {
 func (j *JointReplay) Decide(_ *abi.DecideHeader, s *abi.SampleMeta) abi.Decision {
 	switch {
 	case isGeneral(s.Bucket):
-		return abi.Decision{Bucket: s.Bucket, Replayable: true, Weight: 1, ReplayWeight: j.p.lambda}
+		return abi.Decision{Keep: j.p.genFresh, Bucket: s.Bucket, Replayable: true, Weight: 1, ReplayWeight: j.p.lambda}
 	case s.Kind == abi.KindDAPT:
 		k := j.p.keepDAPT(s.Rand)
 		return abi.Decision{Keep: k, Bucket: s.Bucket, Replayable: k, Weight: 1, ReplayWeight: 1}
