@@ -21,6 +21,8 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"tokenizer": {"train, encode or decode with a tokenizer.json", runTokenizer},
+		"serve":     {"run the daemon: ingest, mix, train, evaluate, publish", runServe},
+		"demo":      {"run the daemon on synthetic data with embedded NATS and a tiny model", runDemo},
 	}
 }
 

@@ -1,0 +1,270 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"replayd/evaluator"
+	"replayd/model"
+	"replayd/ops"
+)
+
+// evalJob is a frozen copy of the model and the run state at one step.
+type evalJob struct {
+	m     *model.Model
+	step  int
+	state RunState
+}
+
+// requestEval asks for an evaluation after the current step (the HTTP action).
+func (d *Daemon) requestEval(context.Context) (any, error) {
+	if len(d.cfg.Eval.Suites) == 0 {
+		return nil, errors.New("no evaluation suites configured")
+	}
+	if d.evalBusy.Load() {
+		return nil, errors.New("an evaluation is already running")
+	}
+	d.evalWanted.Store(true)
+	return map[string]any{"queued": true}, nil
+}
+
+// maybeSnapshotForEval runs on the training goroutine between steps: when an
+// evaluation is due and none is running, it clones the weights for it.
+func (d *Daemon) maybeSnapshotForEval() {
+	if len(d.cfg.Eval.Suites) == 0 || d.evalBusy.Load() {
+		return
+	}
+	d.mu.Lock()
+	step := d.state.Step
+	every, minutes := d.live.Eval.EverySteps, d.live.Eval.EveryMinutes
+	due := every > 0 && step-d.lastEvalSt >= every
+	due = due || minutes > 0 && time.Since(d.lastEvalAt) >= time.Duration(minutes*float64(time.Minute))
+	d.mu.Unlock()
+	if !due && !d.evalWanted.Swap(false) {
+		return
+	}
+	snap, err := d.model.Clone(model.NewCPUBackend(d.cfg.Eval.Threads))
+	if err != nil {
+		d.log.Error("snapshot for evaluation", "err", err)
+		return
+	}
+	d.mu.Lock()
+	st := d.state
+	st.NextFreshSeq = d.mix.NextFreshSeq()
+	st.Trained = nil
+	st.TokensBySlot = copyMap(d.state.TokensBySlot)
+	st.SamplesBySlot = copyMap(d.state.SamplesBySlot)
+	st.Policies = append([]PolicySpan(nil), d.state.Policies...)
+	d.lastEvalSt, d.lastEvalAt = step, time.Now()
+	d.mu.Unlock()
+	d.evalBusy.Store(true)
+	d.evalJobs <- evalJob{m: snap, step: step, state: st}
+}
+
+func copyMap[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// evalLoop evaluates snapshots, applies the gate and publishes, until ctx ends.
+func (d *Daemon) evalLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-d.evalJobs:
+			if err := d.evaluateAndGate(ctx, job); err != nil && ctx.Err() == nil {
+				d.log.Error("evaluation", "step", job.step, "err", err)
+			}
+			d.evalBusy.Store(false)
+		}
+	}
+}
+
+func (d *Daemon) evaluator() *evaluator.Evaluator {
+	return &evaluator.Evaluator{Suites: d.cfg.Eval.Suites, Workers: 1}
+}
+
+// baseline evaluates the starting model once (cached by its weights' hash).
+func (d *Daemon) baseline(ctx context.Context) error {
+	if len(d.cfg.Eval.Suites) == 0 || d.state.Baseline != nil {
+		if d.state.Baseline != nil {
+			d.status.RecordEval(ops.EvalPoint{Step: 0, Baseline: true, Scores: d.state.Baseline, Pass: true})
+		}
+		return nil
+	}
+	hash, err := weightsHash(d.model)
+	if err != nil {
+		return err
+	}
+	cache := filepath.Join(d.cfg.DataDir, "eval-cache", hash[:16]+".json")
+	var scores evaluator.Scores
+	if raw, err := os.ReadFile(cache); err == nil && json.Unmarshal(raw, &scores) == nil {
+		d.log.Info("baseline from cache", "hash", hash[:16])
+	} else {
+		d.status.SetPhase("baseline evaluation", false)
+		snap, err := d.model.Clone(model.NewCPUBackend(d.cfg.Train.Threads))
+		if err != nil {
+			return err
+		}
+		rep, err := d.evaluator().Run(ctx, evalModel{snap}, evalCodec{d.tmpl, d.tok})
+		if err != nil {
+			return fmt.Errorf("baseline evaluation: %w", err)
+		}
+		scores = rep.Scores
+		if err := os.MkdirAll(filepath.Dir(cache), 0o755); err == nil {
+			if err := writeJSON(cache, scores); err != nil {
+				d.log.Warn("cache baseline", "err", err)
+			}
+		}
+	}
+	d.mu.Lock()
+	d.state.Baseline, d.state.BaselineHash = scores, hash
+	d.mu.Unlock()
+	d.status.RecordEval(ops.EvalPoint{Step: d.state.Step, Time: time.Now().UTC(), Baseline: true, Pass: true, Scores: scores})
+	fmt.Fprintf(d.opts.Out, "eval baseline %s\n", formatScores(scores))
+	return nil
+}
+
+func weightsHash(m *model.Model) (string, error) {
+	dir, err := os.MkdirTemp("", "replayd-hash-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	if err := m.Save(dir); err != nil {
+		return "", err
+	}
+	return fileHash(filepath.Join(dir, "model.safetensors"))
+}
+
+// Provenance is replayd.json of a published checkpoint.
+type Provenance struct {
+	Version       string             `json:"version"`
+	Step          int                `json:"step"`
+	Created       time.Time          `json:"created"`
+	TokensBySlot  map[string]int64   `json:"tokens_by_slot"`
+	SamplesBySlot map[string]int64   `json:"samples_by_slot"`
+	NextFreshSeq  uint64             `json:"next_fresh_seq"`
+	Policies      []PolicySpan       `json:"policies"`
+	Eval          evaluator.Report   `json:"eval"`
+	Baseline      evaluator.Scores   `json:"baseline"`
+	Gate          evaluator.Decision `json:"gate"`
+	GateRules     []evaluator.Rule   `json:"gate_rules"`
+	Base          string             `json:"base,omitempty"`
+}
+
+func (d *Daemon) evaluateAndGate(ctx context.Context, job evalJob) error {
+	d.status.SetPhase("training + evaluating", true)
+	defer d.status.SetPhase("training", true)
+	start := time.Now()
+	rep, err := d.evaluator().Run(ctx, evalModel{job.m}, evalCodec{d.tmpl, d.tok})
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	rules := d.live.Gate.Rules
+	baseline, last := d.state.Baseline, d.state.LastScores
+	d.mu.Unlock()
+	gate, err := evaluator.NewGate(rules)
+	if err != nil {
+		return err
+	}
+	dec := gate.Decide(rep.Scores, baseline, last)
+	for k, v := range rep.Scores {
+		d.metrics.EvalScore.WithLabelValues(k).Set(v)
+	}
+	result := "reject"
+	if dec.Pass {
+		result = "pass"
+	}
+	d.metrics.GateDecisions.WithLabelValues(result).Inc()
+	point := ops.EvalPoint{Step: job.step, Time: time.Now().UTC(), Scores: rep.Scores, Pass: dec.Pass, Reasons: dec.Reasons()}
+	version := ""
+	if dec.Pass {
+		version = fmt.Sprintf("step-%08d", job.step)
+		if err := d.publish(ctx, version, job, rep, dec, rules, baseline); err != nil {
+			point.Pass = false
+			point.Reasons = append(point.Reasons, "publish failed: "+err.Error())
+			version = ""
+			d.log.Error("publish", "version", version, "err", err)
+		} else {
+			point.Published = version
+		}
+	}
+	d.status.RecordEval(point)
+	d.log.Info("evaluation", "step", job.step, "seconds", time.Since(start).Seconds(), "gate", result, "published", version, "reasons", strings.Join(dec.Reasons(), "; "))
+	fmt.Fprintf(d.opts.Out, "eval step=%d %s gate=%s%s\n", job.step, formatScores(rep.Scores), result, publishedNote(version))
+	ev, _ := json.Marshal(map[string]any{"step": job.step, "scores": rep.Scores, "decision": dec, "published": version})
+	if err := d.conn.NC.Publish("replayd.events.gate", ev); err != nil {
+		d.log.Warn("gate event", "err", err)
+	}
+	return nil
+}
+
+func publishedNote(v string) string {
+	if v == "" {
+		return ""
+	}
+	return " published=" + v
+}
+
+// publish writes the snapshot in Hugging Face layout with provenance, then
+// stores it in the object store and the local directory.
+func (d *Daemon) publish(ctx context.Context, version string, job evalJob, rep evaluator.Report, dec evaluator.Decision, rules []evaluator.Rule, baseline evaluator.Scores) error {
+	stage, err := os.MkdirTemp(d.cfg.DataDir, ".publish-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(stage)
+	if err := job.m.Save(stage); err != nil {
+		return err
+	}
+	if err := d.tok.Save(filepath.Join(stage, "tokenizer.json")); err != nil {
+		return err
+	}
+	prov := Provenance{Version: version, Step: job.step, Created: time.Now().UTC(), TokensBySlot: job.state.TokensBySlot,
+		SamplesBySlot: job.state.SamplesBySlot, NextFreshSeq: job.state.NextFreshSeq, Policies: job.state.Policies,
+		Eval: rep, Baseline: baseline, Gate: dec, GateRules: rules, Base: d.cfg.Model.Base}
+	if err := writeJSON(filepath.Join(stage, "replayd.json"), prov); err != nil {
+		return err
+	}
+	if _, err := d.registry.Publish(ctx, version, stage); err != nil {
+		return err
+	}
+	if err := d.local.Publish(version, stage); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.state.LastPublished, d.state.LastScores = version, rep.Scores
+	d.mu.Unlock()
+	d.metrics.Published.Inc()
+	d.metrics.LastPublished.Set(float64(job.step))
+	d.status.RecordPublished(ops.Published{Version: version, Step: job.step, Time: time.Now().UTC()})
+	return nil
+}
+
+func formatScores(s evaluator.Scores) string {
+	keys := make([]string, 0, len(s))
+	for k := range s {
+		if !strings.Contains(k, "/") || strings.HasPrefix(k, "loss/") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%.4g", k, s[k])
+	}
+	return strings.Join(parts, " ")
+}
