@@ -20,9 +20,12 @@ type command struct {
 // commands lists the CLI's subcommands. Each lives in its own cmd_*.go file.
 func commands() map[string]command {
 	return map[string]command{
-		"tokenizer": {"train, encode or decode with a tokenizer.json", runTokenizer},
-		"serve":     {"run the daemon: ingest, mix, train, evaluate, publish", runServe},
-		"demo":      {"run the daemon on synthetic data with embedded NATS and a tiny model", runDemo},
+		"tokenizer":   {"train, encode or decode with a tokenizer.json", runTokenizer},
+		"serve":       {"run the daemon: ingest, mix, train, evaluate, publish", runServe},
+		"demo":        {"run the daemon on synthetic data with embedded NATS and a tiny model", runDemo},
+		"ingest":      {"publish JSONL samples to the ingest stream", runIngest},
+		"eval":        {"evaluate a checkpoint and print a table", runEval},
+		"checkpoints": {"list, pull or watch published checkpoints", runCheckpoints},
 	}
 }
 
