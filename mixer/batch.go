@@ -84,6 +84,10 @@ type BatchStats struct {
 	// Decided and Dropped count the fresh samples decided for this batch
 	// (all that were waiting) and how many of those were dropped.
 	Decided, Dropped int
+	// Kept, Pooled and DroppedBy split the decided samples by their
+	// ingest bucket: kept for fresh training, sent to the replay pool only,
+	// dropped.
+	Kept, Pooled, DroppedBy [ingest.NumBuckets]int
 	// Fallbacks counts draws whose slot had no data and went elsewhere.
 	Fallbacks int
 	// Truncated counts documents cut to fit an empty batch.

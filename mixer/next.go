@@ -108,11 +108,14 @@ func (m *Mixer) buildLocked(ctx context.Context, p *Policy) (*Batch, error) {
 		switch {
 		case d.Keep:
 			m.queues[d.Bucket].push(entry{s: *s, weight: d.Weight, replayWeight: d.ReplayWeight, replayable: d.Replayable})
+			st.Kept[s.Bucket]++
 		case d.Replayable:
 			m.pools[d.Bucket].add(s.Seq, d.ReplayWeight)
+			st.Pooled[s.Bucket]++
 		default:
 			m.counters.Dropped[s.Bucket]++
 			st.Dropped++
+			st.DroppedBy[s.Bucket]++
 		}
 	}
 	for i := range m.underPre {
