@@ -482,17 +482,28 @@ func (c *CPUBackend) CrossEntropy(losses, logits Tensor, targets IntTensor, weig
 			for _, v := range row {
 				mx = max(mx, v)
 			}
+			target := row[t]
+			// One exp per logit: with grad the exponentials are kept in
+			// the row and normalised afterwards (exp dominated this op).
 			var sum float64
-			for _, v := range row {
-				sum += math.Exp(float64(v - mx))
+			if grad {
+				for j, v := range row {
+					e := math.Exp(float64(v - mx))
+					row[j] = float32(e)
+					sum += e
+				}
+			} else {
+				for _, v := range row {
+					sum += math.Exp(float64(v - mx))
+				}
 			}
 			lse := float64(mx) + math.Log(sum)
-			ls[i] = float32(lse - float64(row[t]))
+			ls[i] = float32(lse - float64(target))
 			if grad {
 				w := ws[i] * gradScale
-				inv := 1 / sum
-				for j, v := range row {
-					row[j] = float32(math.Exp(float64(v-mx))*inv) * w
+				scale := float32(1/sum) * w
+				for j := range row {
+					row[j] *= scale
 				}
 				row[t] -= w
 			}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -23,9 +24,24 @@ func main() {
 	steps := flag.Int("steps", 5, "timed steps")
 	warmup := flag.Int("warmup", 1, "untimed steps first")
 	threads := flag.Int("threads", 0, "CPU threads (0: GOMAXPROCS)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		pf, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchtrain:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fmt.Fprintln(os.Stderr, "benchtrain:", err)
+			os.Exit(1)
+		}
+		defer pf.Close()
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*preset, *batch, *steps, *warmup, *threads); err != nil {
 		fmt.Fprintln(os.Stderr, "benchtrain:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
