@@ -2,7 +2,6 @@ package tokenizer
 
 import (
 	"container/heap"
-	"hash/maphash"
 	"math"
 	"sync"
 )
@@ -194,7 +193,6 @@ func (m *bpeModel) encodeLong(word string, dst []int32) []int32 {
 // sharded so that goroutines encoding in parallel rarely meet on a lock, and
 // bounded: a full shard is emptied (cheap, and the hot words come back).
 type wordCache struct {
-	seed     maphash.Seed
 	perShard int
 	shards   [cacheShards]cacheShard
 }
@@ -212,15 +210,19 @@ type cacheShard struct {
 }
 
 func newWordCache(capacity int) *wordCache {
-	c := &wordCache{seed: maphash.MakeSeed(), perShard: max(capacity/cacheShards, 16)}
+	c := &wordCache{perShard: max(capacity/cacheShards, 16)}
 	for i := range c.shards {
 		c.shards[i].m = make(map[string][]int32)
 	}
 	return c
 }
 
+// shard picks a shard from the word's length and two of its bytes: far
+// cheaper than hashing it a second time (the map hashes it anyway), and
+// spread enough for lock contention and capacity.
 func (c *wordCache) shard(w string) *cacheShard {
-	return &c.shards[maphash.String(c.seed, w)%cacheShards]
+	h := uint(len(w))*0x9E37 + uint(w[len(w)-1])*31 + uint(w[len(w)/2])
+	return &c.shards[h%cacheShards]
 }
 
 func (c *wordCache) get(w string) ([]int32, bool) {

@@ -151,6 +151,12 @@ func (t *Tokenizer) encodePiece(piece string, dst []int32) []int32 {
 	if len(piece) == 1 || len(piece) > cacheMaxWord {
 		return t.bpe.encodeWord(piece, dst)
 	}
+	if t.bpe.ignoreMerges {
+		// Whole-word hits (most words) need no cache and no lock.
+		if id, ok := t.bpe.vocab[piece]; ok {
+			return append(dst, id)
+		}
+	}
 	if ids, ok := t.cache.get(piece); ok {
 		return append(dst, ids...)
 	}
