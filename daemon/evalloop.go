@@ -131,7 +131,11 @@ func (d *Daemon) baseline(ctx context.Context) error {
 	d.mu.Lock()
 	d.state.Baseline, d.state.BaselineHash = scores, hash
 	d.mu.Unlock()
-	d.status.RecordEval(ops.EvalPoint{Step: d.state.Step, Time: time.Now().UTC(), Baseline: true, Pass: true, Scores: scores})
+	point := ops.EvalPoint{Step: d.state.Step, Time: time.Now().UTC(), Baseline: true, Pass: true, Scores: scores}
+	d.status.RecordEval(point)
+	if d.opts.OnEval != nil {
+		d.opts.OnEval(point)
+	}
 	fmt.Fprintf(d.opts.Out, "eval baseline %s\n", formatScores(scores))
 	return nil
 }
@@ -203,6 +207,9 @@ func (d *Daemon) evaluateAndGate(ctx context.Context, job evalJob) error {
 		}
 	}
 	d.status.RecordEval(point)
+	if d.opts.OnEval != nil {
+		d.opts.OnEval(point)
+	}
 	d.log.Info("evaluation", "step", job.step, "seconds", time.Since(start).Seconds(), "gate", result, "published", version, "reasons", strings.Join(dec.Reasons(), "; "))
 	fmt.Fprintf(d.opts.Out, "eval step=%d %s gate=%s%s\n", job.step, formatScores(rep.Scores), result, publishedNote(version))
 	ev, _ := json.Marshal(map[string]any{"step": job.step, "scores": rep.Scores, "decision": dec, "published": version})
@@ -251,6 +258,9 @@ func (d *Daemon) publish(ctx context.Context, version string, job evalJob, rep e
 	d.metrics.Published.Inc()
 	d.metrics.LastPublished.Set(float64(job.step))
 	d.status.RecordPublished(ops.Published{Version: version, Step: job.step, Time: time.Now().UTC()})
+	if d.opts.OnPublish != nil {
+		d.opts.OnPublish(version, job.m)
+	}
 	return nil
 }
 

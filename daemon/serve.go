@@ -38,6 +38,14 @@ type RunOptions struct {
 	// Ready, when set, is called once the daemon serves and trains, with the
 	// HTTP address and the NATS client URL.
 	Ready func(httpAddr, natsURL string)
+	// OnEval is called after every evaluation (baseline included).
+	OnEval func(ops.EvalPoint)
+	// OnPublish is called with each published version and the snapshot it
+	// was written from.
+	OnPublish func(version string, m *model.Model)
+	// StopWhenDrained ends Run once every sample in the log has been read
+	// and trained (batch jobs and tests); a daemon runs on replay instead.
+	StopWhenDrained bool
 	// Loader, when it names a file, is watched for live configuration changes.
 	Loader ops.Loader
 	// SeedData, when set, runs after the streams exist and before training:
@@ -168,6 +176,12 @@ func Run(ctx context.Context, cfg ops.Config, opts RunOptions, log *slog.Logger,
 	}
 	log.Info("training", "step", d.state.Step, "next_fresh_seq", d.mix.NextFreshSeq(), "policy", d.mix.Policy().Name())
 	trainErr := d.trainLoop(ctx)
+	if trainErr == nil && ctx.Err() == nil {
+		// Training ended on its own: let a running evaluation finish.
+		for d.evalBusy.Load() || len(d.evalJobs) > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	d.status.SetPhase("stopping", false)
 	if cerr := d.checkpoint(); cerr != nil && trainErr == nil {
 		trainErr = cerr
@@ -367,6 +381,9 @@ func trainOptions(cfg ops.Config) model.TrainOptions {
 	return o
 }
 
+// maxWaiting bounds the fresh samples held in memory ahead of training.
+const maxWaiting = 20000
+
 // pump moves samples from the log reader into the mixer.
 func (d *Daemon) pump(ctx context.Context, r *ingest.Reader) {
 	buf := make([]ingest.Sample, 0, 64)
@@ -379,6 +396,14 @@ func (d *Daemon) pump(ctx context.Context, r *ingest.Reader) {
 			return
 		}
 		d.metrics.IngestSamples.WithLabelValues(s.Bucket.String()).Inc()
+		// Backpressure: the log keeps what the mixer has no room for.
+		for d.mix.Waiting() > maxWaiting {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
 		buf = append(buf[:0], s)
 		if err := d.mix.Add(buf); err != nil {
 			d.log.Error("mixer refused samples", "err", err)
@@ -427,7 +452,30 @@ func (d *Daemon) trainLoop(ctx context.Context) error {
 			}
 		}
 		d.maybeSnapshotForEval()
+		if d.opts.StopWhenDrained {
+			drained, err := d.drained(ctx)
+			if err != nil {
+				return err
+			}
+			if drained {
+				d.log.Info("log drained", "step", d.state.Step)
+				return nil
+			}
+		}
 	}
+}
+
+// drained reports whether every message in the log has been handed to the
+// mixer and trained or dropped.
+func (d *Daemon) drained(ctx context.Context) (bool, error) {
+	if d.mix.Waiting() > 0 {
+		return false, nil
+	}
+	last, err := d.ilog.LastSeq(ctx)
+	if err != nil {
+		return false, err
+	}
+	return d.mix.NextFreshSeq() > last, nil
 }
 
 func freshSamples(b *mixer.Batch) int {
