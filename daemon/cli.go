@@ -26,6 +26,7 @@ func commands() map[string]command {
 		"ingest":      {"publish JSONL samples to the ingest stream", runIngest},
 		"eval":        {"evaluate a checkpoint and print a table", runEval},
 		"checkpoints": {"list, pull or watch published checkpoints", runCheckpoints},
+		"policy":      {"push, list, roll back or test mixing policies", runPolicy},
 	}
 }
 
