@@ -12,3 +12,11 @@ if [[ -n "$unformatted" ]]; then
 fi
 go vet "${tagflag[@]}" ./...
 go test "${tagflag[@]}" -count=1 -timeout 40m ./...
+
+# Brief fuzzing of the decoders (the seed corpora already ran above).
+fuzz() { # package target
+	timeout 180 go test "${tagflag[@]}" -run '^$' -fuzz "^$2\$" -fuzztime 10s "$1"
+}
+fuzz ./ingest FuzzDecode
+fuzz ./model FuzzSafetensorsHeader
+fuzz ./tokenizer FuzzPreTokenizers

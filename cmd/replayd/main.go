@@ -13,9 +13,21 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// The first signal asks for a clean stop: finish the step, write a
+		// checkpoint, drain NATS. A second one exits at once.
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "replayd: %v: stopping after the current step (again to exit now)\n", s)
+		cancel()
+		<-sigs
+		fmt.Fprintln(os.Stderr, "replayd: second signal: exiting without a checkpoint")
+		os.Exit(130)
+	}()
 	err := daemon.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "replayd:", err)
 		os.Exit(1)
