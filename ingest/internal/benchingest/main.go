@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -152,6 +153,27 @@ func run(ctx context.Context, data, tokPath string, workers int) error {
 	fmt.Printf("tokenizer %s workers=%d GOMAXPROCS=%d\n", tokName, workers, runtime.GOMAXPROCS(0))
 	fmt.Printf("read samples=%d rejected=%v tokens=%d target_tokens=%d mb=%.1f seconds=%.2f\n",
 		st.Samples, st.Rejected, st.Tokens, maskOnes, float64(st.Bytes)/1e6, secs)
+	// Replay reads: random positions by direct get, one at a time as the
+	// mixer does, with the index's seeded RNG draws.
+	rng := rand.New(rand.NewPCG(1, 2))
+	const gets = 2000
+	t0 = time.Now()
+	var getTokens int
+	for range gets {
+		b := ingest.Bucket(rng.IntN(ingest.NumBuckets))
+		seq, ok := l.Index().Random(b, 0, rng)
+		if !ok {
+			return fmt.Errorf("index has no %v sample", b)
+		}
+		s, err := l.Get(ctx, seq)
+		if err != nil {
+			return err
+		}
+		getTokens += len(s.Tokens)
+	}
+	getSecs := time.Since(t0).Seconds()
+	fmt.Printf("replay-get samples=%d seconds=%.2f samples_s=%.0f tokens_s=%.0f (sequential, one goroutine)\n",
+		gets, getSecs, gets/getSecs, float64(getTokens)/getSecs)
 	fmt.Printf("bench-ingest samples_s=%.0f mb_s=%.2f tokens_s=%.0f\n",
 		float64(st.Samples)/secs, float64(st.Bytes)/1e6/secs, float64(st.Tokens)/secs)
 	return nil
