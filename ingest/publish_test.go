@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -84,5 +85,54 @@ func TestPublishFiles(t *testing.T) {
 		t.Errorf("stream holds %d messages (%v), want 4", info.State.Msgs, err)
 	}
 	c.Close()
+	waitGoroutines(t, goroutines)
+}
+
+// TestConnectAuth connects to a server that requires a user and password:
+// the right pair connects and reaches JetStream, a wrong one is refused.
+func TestConnectAuth(t *testing.T) {
+	goroutines := runtime.NumGoroutine()
+	ctx := testCtx(t, 30*time.Second)
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		JetStream: true, StoreDir: t.TempDir(), JetStreamMaxMemory: 16 << 20, JetStreamMaxStore: 64 << 20,
+		Username: "replayd", Password: "s3cret",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	tests := []struct {
+		name, user, password string
+		ok                   bool
+	}{
+		{"right password", "replayd", "s3cret", true},
+		{"wrong password", "replayd", "nope", false},
+		{"no credentials", "", "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Connect(ctx, NATSOptions{URL: ns.ClientURL(), User: tc.user, Password: tc.password, ConnectTimeout: 5 * time.Second})
+			if (err == nil) != tc.ok {
+				t.Fatalf("Connect err = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil {
+				if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "nope") {
+					t.Errorf("error leaks the password: %v", err)
+				}
+				return
+			}
+			defer c.Close()
+			if _, err := c.JS.AccountInfo(ctx); err != nil {
+				t.Errorf("JetStream: %v", err)
+			}
+		})
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
 	waitGoroutines(t, goroutines)
 }
