@@ -383,55 +383,62 @@ func (p *Policy) fail(ctx context.Context, what string, err error) error {
 	return e
 }
 
-// writeInputLocked copies b into guest memory obtained from alloc (reusing
-// the previous allocation when it is large enough) and returns its address.
-func (p *Policy) writeInputLocked(ctx context.Context, b []byte) (uint32, error) {
-	if uint32(len(b)) > p.inCap || p.inCap == 0 {
-		p.stack[0] = uint64(max(len(b), 1))
+// reserveLocked returns a view of n bytes of guest memory obtained from
+// alloc (reusing the previous allocation when it is large enough) and its
+// address. Inputs are encoded straight into it: no intermediate copy.
+func (p *Policy) reserveLocked(ctx context.Context, n int) ([]byte, uint32, error) {
+	if uint32(n) > p.inCap || p.inCap == 0 {
+		p.stack[0] = uint64(max(n, 1))
 		if err := p.fnAlloc.CallWithStack(ctx, p.stack[:]); err != nil {
-			return 0, p.fail(ctx, "alloc", err)
+			return nil, 0, p.fail(ctx, "alloc", err)
 		}
-		p.inPtr, p.inCap = uint32(p.stack[0]), uint32(max(len(b), 1))
+		p.inPtr, p.inCap = uint32(p.stack[0]), uint32(max(n, 1))
 		if p.inPtr == 0 {
 			p.closeLocked(ctx)
-			return 0, fmt.Errorf("policy %s: alloc(%d) returned 0", p.name, len(b))
+			return nil, 0, fmt.Errorf("policy %s: alloc(%d) returned 0", p.name, n)
 		}
 	}
-	if !p.mod.Memory().Write(p.inPtr, b) {
+	// Read returns a view of guest memory; the guest cannot run (and grow
+	// or move it) until the next call.
+	v, ok := p.mod.Memory().Read(p.inPtr, uint32(n))
+	if !ok {
 		p.closeLocked(ctx)
-		return 0, fmt.Errorf("policy %s: alloc returned %#x, outside guest memory for %d bytes", p.name, p.inPtr, len(b))
+		return nil, 0, fmt.Errorf("policy %s: alloc returned %#x, outside guest memory for %d bytes", p.name, p.inPtr, n)
 	}
-	return p.inPtr, nil
+	return v, p.inPtr, nil
 }
 
-// callLocked runs decide or mix on input b and returns a view of the
-// output in guest memory, valid until the next call.
-func (p *Policy) callLocked(ctx context.Context, what string, fn api.Function, b []byte) ([]byte, error) {
-	if p.mod == nil {
-		if err := p.instantiateLocked(ctx); err != nil {
-			return nil, err
-		}
-		if what == abi.ExportDecide {
-			fn = p.fnDecide
-		} else {
-			fn = p.fnMix
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, p.host.cfg.CallTimeout)
-	defer cancel()
-	ptr, err := p.writeInputLocked(ctx, b)
+// writeInputLocked copies b into guest memory and returns its address.
+func (p *Policy) writeInputLocked(ctx context.Context, b []byte) (uint32, error) {
+	v, ptr, err := p.reserveLocked(ctx, len(b))
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	p.stack[0], p.stack[1] = uint64(ptr), uint64(len(b))
+	copy(v, b)
+	return ptr, nil
+}
+
+// ensureLocked instantiates the policy if its instance was thrown away.
+func (p *Policy) ensureLocked(ctx context.Context) error {
+	if p.mod != nil {
+		return nil
+	}
+	return p.instantiateLocked(ctx)
+}
+
+// callLocked runs decide or mix on the n-byte input at ptr (written by the
+// caller into the alloc'd buffer) and returns a view of the output in
+// guest memory, valid until the next call.
+func (p *Policy) callLocked(ctx context.Context, what string, fn api.Function, ptr uint32, n int) ([]byte, error) {
+	p.stack[0], p.stack[1] = uint64(ptr), uint64(n)
 	if err := fn.CallWithStack(ctx, p.stack[:]); err != nil {
 		return nil, p.fail(ctx, what, err)
 	}
-	optr, n := abi.Unpack(p.stack[0])
-	out, ok := p.mod.Memory().Read(optr, n)
+	optr, on := abi.Unpack(p.stack[0])
+	out, ok := p.mod.Memory().Read(optr, on)
 	if !ok {
 		p.closeLocked(ctx)
-		return nil, fmt.Errorf("policy %s: %s answered [%#x, +%d), outside guest memory", p.name, what, optr, n)
+		return nil, fmt.Errorf("policy %s: %s answered [%#x, +%d), outside guest memory", p.name, what, optr, on)
 	}
 	return out, nil
 }
@@ -445,18 +452,22 @@ func (p *Policy) Decide(ctx context.Context, h abi.DecideHeader, samples []abi.S
 }
 
 func (p *Policy) decideLocked(ctx context.Context, h abi.DecideHeader, samples []abi.SampleMeta, out []abi.Decision) error {
+	if err := p.ensureLocked(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.host.cfg.CallTimeout)
+	defer cancel()
 	h.Count = uint32(len(samples))
 	size := abi.DecideHeaderSize + len(samples)*abi.SampleMetaSize
-	if cap(p.buf) < size {
-		p.buf = make([]byte, 0, size)
+	v, ptr, err := p.reserveLocked(ctx, size)
+	if err != nil {
+		return err
 	}
-	b := abi.AppendDecideHeader(p.buf[:0], h)
-	b = b[:size]
+	abi.AppendDecideHeader(v[:0], h)
 	for i := range samples {
-		abi.PutSampleMeta(b[abi.DecideHeaderSize+i*abi.SampleMetaSize:], &samples[i])
+		abi.PutSampleMeta(v[abi.DecideHeaderSize+i*abi.SampleMetaSize:], &samples[i])
 	}
-	p.buf = b
-	res, err := p.callLocked(ctx, abi.ExportDecide, p.fnDecide, b)
+	res, err := p.callLocked(ctx, abi.ExportDecide, p.fnDecide, ptr, size)
 	if err != nil {
 		return err
 	}
@@ -485,8 +496,17 @@ func (p *Policy) Mix(ctx context.Context, in *abi.MixInput) ([abi.NumSlots]float
 }
 
 func (p *Policy) mixLocked(ctx context.Context, in *abi.MixInput) ([abi.NumSlots]float64, error) {
+	if err := p.ensureLocked(ctx); err != nil {
+		return [abi.NumSlots]float64{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.host.cfg.CallTimeout)
+	defer cancel()
 	p.buf = abi.AppendMixInput(p.buf[:0], in)
-	res, err := p.callLocked(ctx, abi.ExportMix, p.fnMix, p.buf)
+	ptr, err := p.writeInputLocked(ctx, p.buf)
+	if err != nil {
+		return [abi.NumSlots]float64{}, err
+	}
+	res, err := p.callLocked(ctx, abi.ExportMix, p.fnMix, ptr, len(p.buf))
 	if err != nil {
 		return [abi.NumSlots]float64{}, err
 	}

@@ -203,14 +203,27 @@ func (j *JointReplay) Init(cfg []byte) (err error) {
 // Decide implements the down-sampling and the routing of general data to
 // the replay pool.
 func (j *JointReplay) Decide(_ *abi.DecideHeader, s *abi.SampleMeta) abi.Decision {
-	switch {
-	case isGeneral(s.Bucket):
-		return abi.Decision{Keep: j.p.genFresh, Bucket: s.Bucket, Replayable: true, Weight: 1, ReplayWeight: j.p.lambda}
-	case s.Kind == abi.KindDAPT:
-		k := j.p.keepDAPT(s.Rand)
-		return abi.Decision{Keep: k, Bucket: s.Bucket, Replayable: k, Weight: 1, ReplayWeight: 1}
-	default:
-		return abi.Decision{Keep: true, Bucket: s.Bucket, Replayable: true, Weight: 1, ReplayWeight: 1}
+	return j.decide(s.Bucket, s.Kind, s.Rand)
+}
+
+// decide needs three fields of a sample. It has one return and no calls
+// so that it inlines into DecideView: calls are what costs most in a Go
+// wasm guest.
+func (j *JointReplay) decide(bucket, kind uint8, rand uint64) abi.Decision {
+	d := abi.Decision{Keep: true, Bucket: bucket, Replayable: true, Weight: 1, ReplayWeight: 1}
+	if bucket == 1 || bucket == 3 { // general: replay pool (λ), fresh only if asked
+		d.Keep, d.ReplayWeight = j.p.genFresh, j.p.lambda
+	} else if kind == abi.KindDAPT { // dapt/domain: down-sampled
+		d.Keep = rand < j.p.keepBelow || j.p.keepBelow == math.MaxUint64
+		d.Replayable = d.Keep
+	}
+	return d
+}
+
+// DecideView decides a whole batch (see sdk.ViewDecider).
+func (j *JointReplay) DecideView(_ *abi.DecideHeader, v *abi.DecideView) {
+	for i := 0; i < v.Len(); i++ {
+		v.Set(i, j.decide(v.Bucket(i), v.Kind(i), v.Rand(i)))
 	}
 }
 
@@ -265,10 +278,19 @@ func (q *Sequential) Init(cfg []byte) (err error) {
 
 // Decide keeps domain data and drops general data.
 func (q *Sequential) Decide(_ *abi.DecideHeader, s *abi.SampleMeta) abi.Decision {
-	if isGeneral(s.Bucket) {
-		return abi.Decision{Bucket: s.Bucket, Weight: 1, ReplayWeight: 1}
+	return seqDecide(s.Bucket)
+}
+
+func seqDecide(bucket uint8) abi.Decision {
+	dom := bucket == 0 || bucket == 2
+	return abi.Decision{Keep: dom, Bucket: bucket, Replayable: dom, Weight: 1, ReplayWeight: 1}
+}
+
+// DecideView decides a whole batch (see sdk.ViewDecider).
+func (q *Sequential) DecideView(_ *abi.DecideHeader, v *abi.DecideView) {
+	for i := 0; i < v.Len(); i++ {
+		v.Set(i, seqDecide(v.Bucket(i)))
 	}
-	return abi.Decision{Keep: true, Bucket: s.Bucket, Replayable: true, Weight: 1, ReplayWeight: 1}
 }
 
 // Mix switches from DAPT to SFT by step or by tokens trained.
@@ -325,11 +347,22 @@ func (f *Fixed) Init(cfg []byte) (err error) {
 
 // Decide keeps the configured buckets; nothing is replayable.
 func (f *Fixed) Decide(_ *abi.DecideHeader, s *abi.SampleMeta) abi.Decision {
-	k := f.keep[s.Bucket&3]
-	if k && s.Kind == abi.KindDAPT && !isGeneral(s.Bucket) {
-		k = f.p.keepDAPT(s.Rand)
+	return f.decide(s.Bucket, s.Kind, s.Rand)
+}
+
+func (f *Fixed) decide(bucket, kind uint8, rand uint64) abi.Decision {
+	k := f.keep[bucket&3]
+	if k && kind == abi.KindDAPT && bucket == 0 {
+		k = rand < f.p.keepBelow || f.p.keepBelow == math.MaxUint64
 	}
-	return abi.Decision{Keep: k, Bucket: s.Bucket & 3, Weight: 1, ReplayWeight: 1}
+	return abi.Decision{Keep: k, Bucket: bucket & 3, Weight: 1, ReplayWeight: 1}
+}
+
+// DecideView decides a whole batch (see sdk.ViewDecider).
+func (f *Fixed) DecideView(_ *abi.DecideHeader, v *abi.DecideView) {
+	for i := 0; i < v.Len(); i++ {
+		v.Set(i, f.decide(v.Bucket(i), v.Kind(i), v.Rand(i)))
+	}
 }
 
 // Mix returns the fixed mixture.

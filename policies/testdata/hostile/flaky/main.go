@@ -44,6 +44,16 @@ func (f *flaky) Decide(h *abi.DecideHeader, s *abi.SampleMeta) abi.Decision {
 	return f.JointReplay.Decide(h, s)
 }
 
+// DecideView overrides the one promoted from the embedded JointReplay,
+// which the SDK would otherwise call instead of Decide above.
+func (f *flaky) DecideView(h *abi.DecideHeader, v *abi.DecideView) {
+	var s abi.SampleMeta
+	for i := 0; i < v.Len(); i++ {
+		v.Meta(i, &s)
+		v.Set(i, f.Decide(h, &s))
+	}
+}
+
 func init() { sdk.Register(&flaky{}) }
 
 func main() {}
