@@ -141,3 +141,30 @@ func publishData(ctx context.Context, nc *nats.Conn, ds DataSet, subjects ingest
 	}
 	return total, nil
 }
+
+// SeedFromData returns a RunOptions.SeedData that publishes the data set's
+// training files when the ingest stream is empty. maxBytes caps a sample
+// (0: the NATS default of 1 MiB).
+func SeedFromData(ds DataSet, maxBytes int) func(context.Context, *ingest.Conn, ingest.Subjects) error {
+	return func(ctx context.Context, c *ingest.Conn, subjects ingest.Subjects) error {
+		last, err := streamMsgs(ctx, c, subjects)
+		if err != nil || last > 0 {
+			return err
+		}
+		_, err = publishData(ctx, c.NC, ds, subjects, ingest.Limits{MaxBytes: maxBytes}, nil)
+		return err
+	}
+}
+
+// streamMsgs counts the messages in the stream that captures subjects.
+func streamMsgs(ctx context.Context, c *ingest.Conn, subjects ingest.Subjects) (uint64, error) {
+	name, err := c.JS.StreamNameBySubject(ctx, subjects.Wildcard())
+	if err != nil {
+		return 0, fmt.Errorf("find ingest stream: %w", err)
+	}
+	s, err := c.JS.Stream(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("ingest stream: %w", err)
+	}
+	return s.CachedInfo().State.Msgs, nil
+}

@@ -43,6 +43,9 @@ type RunOptions struct {
 	// OnPublish is called with each published version and the snapshot it
 	// was written from.
 	OnPublish func(version string, m *model.Model)
+	// OnStep is called on the training goroutine after each optimiser step
+	// with the batch it trained on (benchmarks).
+	OnStep func(step int, b *mixer.Batch)
 	// StopWhenDrained ends Run once every sample in the log has been read
 	// and trained (batch jobs and tests); a daemon runs on replay instead.
 	StopWhenDrained bool
@@ -267,7 +270,7 @@ func (d *Daemon) open(ctx context.Context) error {
 	if d.tmpl, err = d.tok.ChatTemplate(); err != nil {
 		return err
 	}
-	if d.tr, err = model.NewTrainer(d.model, trainOptions(cfg)); err != nil {
+	if d.tr, err = model.NewTrainer(d.model, TrainOptions(cfg)); err != nil {
 		return err
 	}
 	if resume != "" {
@@ -369,7 +372,8 @@ func scratchConfig(cfg ops.Config, tok *tokenizer.Tokenizer) (model.Config, erro
 	return mc, nil
 }
 
-func trainOptions(cfg ops.Config) model.TrainOptions {
+// TrainOptions maps the configuration to the trainer's options.
+func TrainOptions(cfg ops.Config) model.TrainOptions {
 	o := model.DefaultTrainOptions()
 	total := cfg.Train.MaxSteps
 	if total == 0 {
@@ -382,7 +386,7 @@ func trainOptions(cfg ops.Config) model.TrainOptions {
 }
 
 // maxWaiting bounds the fresh samples held in memory ahead of training.
-const maxWaiting = 20000
+const maxWaiting = 1024
 
 // pump moves samples from the log reader into the mixer.
 func (d *Daemon) pump(ctx context.Context, r *ingest.Reader) {
@@ -488,8 +492,8 @@ func freshSamples(b *mixer.Batch) int {
 	return n
 }
 
-// toModelBatch shares the mixer batch's slices with a model batch.
-func toModelBatch(b *mixer.Batch) model.Batch {
+// ToModelBatch shares the mixer batch's slices with a model batch.
+func ToModelBatch(b *mixer.Batch) model.Batch {
 	buckets := make([]uint8, len(b.Buckets))
 	for i, s := range b.Buckets {
 		if int(s) < model.MaxBuckets {
@@ -506,7 +510,7 @@ func (d *Daemon) trainStep(ctx context.Context, b *mixer.Batch) error {
 	d.mu.Unlock()
 	d.tr.SetLR(lr, minLR)
 	start := time.Now()
-	res, err := d.tr.Step(ctx, []model.Batch{toModelBatch(b)})
+	res, err := d.tr.Step(ctx, []model.Batch{ToModelBatch(b)})
 	if errors.Is(err, model.ErrNoLoss) {
 		d.log.Debug("batch without targets skipped", "samples", len(b.Samples))
 		return nil
@@ -563,6 +567,9 @@ func (d *Daemon) trainStep(ctx context.Context, b *mixer.Batch) error {
 	d.mu.Unlock()
 	d.status.RecordStep(step, total, tps, d.mix.NextFreshSeq(),
 		ops.LossPoint{Step: step, Loss: res.Loss, Buckets: bucketLoss}, ops.MixPoint{Step: step, Fractions: fractions})
+	if d.opts.OnStep != nil {
+		d.opts.OnStep(step, b)
+	}
 	if step%10 == 0 {
 		d.log.Info("step", "step", step, "loss", fmt.Sprintf("%.4f", res.Loss), "tok_s", int(tps), "lr", res.LR, "policy", b.PolicyName)
 	}
