@@ -3,7 +3,6 @@ package mixer
 import (
 	"testing"
 
-	"replayd/ingest"
 	"replayd/policies/abi"
 	"replayd/policies/recipe"
 )
@@ -73,6 +72,8 @@ func BenchmarkPack(b *testing.B) {
 	ctx := testCtx(b)
 	tokens := 0
 	next := 0
+	var eff float64
+	batches := 0
 	b.ResetTimer()
 	for b.Loop() {
 		if m.Waiting() < 200 && next < len(fresh) {
@@ -85,7 +86,9 @@ func BenchmarkPack(b *testing.B) {
 			b.Fatal(err)
 		}
 		tokens += int(bt.Stats.Efficiency*float64(bt.B*bt.T) + 0.5)
+		eff += bt.Stats.Efficiency
+		batches++
 	}
+	b.ReportMetric(eff/float64(batches), "efficiency")
 	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
-	_ = ingest.NumBuckets
 }

@@ -21,17 +21,23 @@ func TestPacker(t *testing.T) {
 		docs     []int // token counts
 		wantEff  float64
 		wantRows []int // free positions per row after packing
+		minPiece int   // 0: the default min(16, T)
 	}{
-		{"exact rows", 2, 8, []int{9, 9}, 1, []int{0, 0}},
-		{"first fit", 2, 8, []int{5, 5, 4}, 11.0 / 16, []int{0, 5}},
-		{"split long", 2, 8, []int{17}, 1, []int{0, 0}},
-		{"split skips gaps below minPiece", 3, 8, []int{5, 12}, 15.0 / 24, []int{4, 0, 5}},
-		{"split fills a usable gap", 2, 32, []int{10, 50}, 58.0 / 64, []int{0, 6}},
-		{"small gap stays padding", 2, 32, []int{30, 33}, (29.0 + 32) / 64, []int{3, 0}},
+		{"exact rows", 2, 8, []int{9, 9}, 1, []int{0, 0}, 0},
+		{"first fit", 2, 8, []int{5, 5, 4}, 11.0 / 16, []int{0, 5}, 0},
+		{"split long", 2, 8, []int{17}, 1, []int{0, 0}, 0},
+		{"split skips gaps below minPiece", 3, 8, []int{5, 12}, 15.0 / 24, []int{4, 0, 5}, 0},
+		{"split fills a usable gap", 2, 32, []int{10, 50}, 58.0 / 64, []int{0, 6}, 0},
+		{"small gap stays padding", 2, 32, []int{30, 33}, (29.0 + 32) / 64, []int{3, 0}, 0},
+		{"README figure", 3, 16, []int{7, 10, 20, 5}, 38.0 / 48, []int{1, 0, 9}, 4},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			pk := newPacker(c.b, c.t, min(16, c.t))
+			mp := c.minPiece
+			if mp == 0 {
+				mp = min(16, c.t)
+			}
+			pk := newPacker(c.b, c.t, mp)
 			seen := map[[2]int32]int{}
 			for d, n := range c.docs {
 				toks := make([]int32, n)
