@@ -267,3 +267,49 @@ func TestLoadUsesGivenStats(t *testing.T) {
 		t.Fatal("accepted at step 600")
 	}
 }
+
+// TestSandbox: a module probing its surroundings at init finds no
+// filesystem, environment, arguments or network, a fake clock (wazero's
+// fixed epoch, 2022) and a random source that is a function of the host
+// seed.
+func TestSandbox(t *testing.T) {
+	ctx := testCtx(t)
+	wasm := hostileWasm(t, "probe")
+	probe := func(seed uint64) [7]float32 {
+		h := newHost(t, HostConfig{Seed: seed})
+		p, err := h.Load(ctx, "probe", wasm, LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		metas := make([]abi.SampleMeta, 7)
+		for i := range metas {
+			metas[i].Seq = uint64(i)
+		}
+		out := make([]abi.Decision, len(metas))
+		if err := p.Decide(ctx, abi.DecideHeader{}, metas, out); err != nil {
+			t.Fatal(err)
+		}
+		var seen [7]float32
+		for i, d := range out {
+			seen[i] = d.Weight
+		}
+		return seen
+	}
+	a, a2, b := probe(1), probe(1), probe(2)
+	want := []struct {
+		seq  int
+		what string
+		v    float32
+	}{{1, "filesystem readable", 0}, {2, "environment variables", 0}, {3, "year - 2000", 22}, {4, "arguments", 0}, {6, "network dial worked", 0}}
+	for _, w := range want {
+		if a[w.seq] != w.v {
+			t.Errorf("%s: %v, want %v", w.what, a[w.seq], w.v)
+		}
+	}
+	if a[5] != a2[5] {
+		t.Errorf("same seed, different random: %v vs %v", a[5], a2[5])
+	}
+	if a[5] == b[5] {
+		t.Errorf("seeds 1 and 2 gave the same random %v", a[5])
+	}
+}
