@@ -476,13 +476,9 @@ func (p *Policy) decideLocked(ctx context.Context, h abi.DecideHeader, samples [
 		return fmt.Errorf("policy %s: decide answered %d bytes for %d samples, want %d",
 			p.name, len(res), len(samples), len(samples)*abi.DecisionSize)
 	}
-	for i := range samples {
-		d, err := abi.GetDecision(res, i)
-		if err != nil {
-			p.closeLocked(ctx)
-			return fmt.Errorf("policy %s: decide: %w", p.name, err)
-		}
-		out[i] = d
+	if err := abi.DecodeDecisions(res, out[:len(samples)]); err != nil {
+		p.closeLocked(ctx)
+		return fmt.Errorf("policy %s: decide: %w", p.name, err)
 	}
 	return nil
 }

@@ -267,6 +267,28 @@ func PutDecision(b []byte, d *Decision) {
 	le.PutUint32(b[8:], math.Float32bits(d.ReplayWeight))
 }
 
+// DecodeDecisions decodes and validates a whole decide output into out
+// (len(b) must be len(out)*DecisionSize). The common case is checked a
+// word at a time; a bad record is re-read by GetDecision for the error.
+func DecodeDecisions(b []byte, out []Decision) error {
+	if len(b) != len(out)*DecisionSize {
+		return fmt.Errorf("decide output is %d bytes for %d decisions", len(b), len(out))
+	}
+	for i := range out {
+		r := b[i*DecisionSize : i*DecisionSize+DecisionSize]
+		w := le.Uint32(r)
+		wt := math.Float32frombits(le.Uint32(r[4:]))
+		rw := math.Float32frombits(le.Uint32(r[8:]))
+		// byte 0 in {0,1}, byte 1 in 0..3, byte 2 in {0,1}, byte 3 zero.
+		if w&^0x00_01_03_01 != 0 || !validWeight(wt) || !validWeight(rw) {
+			_, err := GetDecision(b, i)
+			return err
+		}
+		out[i] = Decision{Keep: w&1 != 0, Bucket: uint8(w >> 8), Replayable: w>>16 != 0, Weight: wt, ReplayWeight: rw}
+	}
+	return nil
+}
+
 // GetDecision decodes and validates record i of a decide output.
 func GetDecision(b []byte, i int) (Decision, error) {
 	r := b[i*DecisionSize : (i+1)*DecisionSize]

@@ -66,6 +66,24 @@ func (v *DecideView) Set(i int, d Decision) {
 	store96(v.out, i*DecisionSize, w, d.Weight, d.ReplayWeight)
 }
 
+// SetFields writes decision i from its fields (Set without the struct).
+func (v *DecideView) SetFields(i int, keep bool, bucket uint8, replayable bool, weight, replayWeight float32) {
+	w := uint32(bucket)<<8 | uint32(b2u8(replayable))<<16 | uint32(b2u8(keep))
+	store96(v.out, i*DecisionSize, w, weight, replayWeight)
+}
+
+// DecisionWord is the first 4 bytes of d's record as a little-endian
+// u32: keep | bucket<<8 | flags<<16.
+func DecisionWord(d *Decision) uint32 {
+	return uint32(d.Bucket)<<8 | uint32(b2u8(d.Replayable))<<16 | uint32(b2u8(d.Keep))
+}
+
+// SetWord writes decision i from its first word (DecisionWord) and
+// weights: the cheapest way to write a decision a policy precomputed.
+func (v *DecideView) SetWord(i int, word uint32, weight, replayWeight float32) {
+	store96(v.out, i*DecisionSize, word, weight, replayWeight)
+}
+
 func b2u8(b bool) uint8 {
 	if b {
 		return 1

@@ -192,12 +192,24 @@ func isGeneral(b uint8) bool {
 // with probability dapt_keep, sft/domain always kept, both replayable;
 // general data never trained fresh but put in the replay pool with weight
 // replay_weight; mixture JointMix.
-type JointReplay struct{ p params }
+type JointReplay struct {
+	p params
+	// words and rw are the kept decision per bucket, precomputed for
+	// DecideView: the first word of the record and the replay weight.
+	words [abi.NumBuckets]uint32
+	rw    [abi.NumBuckets]float32
+}
 
 // Init parses the config.
 func (j *JointReplay) Init(cfg []byte) (err error) {
-	j.p, err = parse(cfg, JointMix)
-	return err
+	if j.p, err = parse(cfg, JointMix); err != nil {
+		return err
+	}
+	for b := range abi.NumBuckets {
+		d := j.decide(uint8(b), uint8(b/2), 0)
+		j.words[b], j.rw[b] = abi.DecisionWord(&d), d.ReplayWeight
+	}
+	return nil
 }
 
 // Decide implements the down-sampling and the routing of general data to
@@ -223,7 +235,12 @@ func (j *JointReplay) decide(bucket, kind uint8, rand uint64) abi.Decision {
 // DecideView decides a whole batch (see sdk.ViewDecider).
 func (j *JointReplay) DecideView(_ *abi.DecideHeader, v *abi.DecideView) {
 	for i := 0; i < v.Len(); i++ {
-		v.Set(i, j.decide(v.Bucket(i), v.Kind(i), v.Rand(i)))
+		b := v.Bucket(i) & 3
+		w := j.words[b]
+		if b == 0 && v.Rand(i) >= j.p.keepBelow && j.p.keepBelow != math.MaxUint64 {
+			w = 0 // dropped: keep 0, bucket 0, not replayable
+		}
+		v.SetWord(i, w, 1, j.rw[b])
 	}
 }
 
