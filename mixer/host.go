@@ -277,6 +277,9 @@ func (p *Policy) Hash() string { return p.hash }
 // ModuleHash is the hex SHA-256 of the module bytes alone.
 func (p *Policy) ModuleHash() string { return p.moduleHash }
 
+// Config returns the config blob the policy was loaded with.
+func (p *Policy) Config() []byte { return bytes.Clone(p.config) }
+
 // Close releases the policy's instance (the compiled module stays with the
 // Host). A closed policy re-instantiates on its next call.
 func (p *Policy) Close(ctx context.Context) error {
