@@ -40,9 +40,6 @@ type Config struct {
 	OnPolicyError func(name, hash string, err error)
 }
 
-// ErrClosed is returned by Next after Close.
-var ErrClosed = errors.New("mixer: closed")
-
 // Mixer builds training batches from fresh samples (Add), pre-loaded
 // replay data (Preload) and replays of both, under a swappable policy.
 // Add, Preload, Swap, Report* and State may be called from any goroutine;

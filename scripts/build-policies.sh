@@ -17,6 +17,10 @@ build() { # pkgdir outfile
 	GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 GOFLAGS= go build -trimpath -buildvcs=false \
 		-ldflags='-s -w' -buildmode=c-shared -o "$2" "./$1"
 }
+# The bytes depend on the toolchain: record which one built them (the
+# rebuild test compares only under the same version).
+mkdir -p "$out/policies/wasm"
+go env GOVERSION > "$out/policies/wasm/GOVERSION"
 for dir in policies/*/; do
 	name=$(basename "$dir")
 	[[ -f "$dir/main.go" ]] || continue
