@@ -340,8 +340,16 @@ func (m *Mixer) drainLocked() {
 	m.inbox, m.preInbox = nil, nil
 	if m.swapTo != nil {
 		if m.swapTo != m.cur {
+			old := m.lastGood
 			m.lastGood = m.cur
 			m.cur = m.swapTo
+			if old != nil && old != m.cur && old != m.lastGood {
+				// No longer the fallback: release its instance (a few MiB of
+				// guest memory) so that a stream of pushes does not pile
+				// them up. The Policy stays usable; it re-instantiates if it
+				// is ever swapped in again.
+				old.Close(context.Background())
+			}
 		}
 		m.swapTo = nil
 	}

@@ -313,3 +313,40 @@ func TestSandbox(t *testing.T) {
 		t.Errorf("seeds 1 and 2 gave the same random %v", a[5])
 	}
 }
+
+// TestSwapReleasesDisplacedPolicy: a policy that is neither current nor
+// the fallback gives its instance back, and still works if swapped in
+// again (it re-instantiates).
+func TestSwapReleasesDisplacedPolicy(t *testing.T) {
+	ctx := testCtx(t)
+	h := newHost(t, HostConfig{})
+	a := loadBuiltin(t, h, "joint-replay", "")
+	b := loadBuiltin(t, h, "sft-only", "")
+	c := loadBuiltin(t, h, "dapt-only", "")
+	l := newMemLog()
+	m, _ := New(Config{B: 2, T: 64, Seed: 8}, l, a)
+	next := func(want *Policy) {
+		t.Helper()
+		m.Add(l.mixed(4, 5, 30))
+		bt, err := m.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bt.PolicyHash != want.Hash() {
+			t.Fatalf("batch by %s, want %s", bt.PolicyName, want.Name())
+		}
+	}
+	next(a)
+	m.Swap(b)
+	next(b)
+	m.Swap(c)
+	next(c)
+	a.mu.Lock()
+	released := a.mod == nil
+	a.mu.Unlock()
+	if !released {
+		t.Error("displaced policy still holds its instance")
+	}
+	m.Swap(a)
+	next(a)
+}
