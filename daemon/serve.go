@@ -427,7 +427,14 @@ func (d *Daemon) trainLoop(ctx context.Context) error {
 			d.log.Info("max_steps reached", "step", step)
 			return nil
 		}
+		mixStart := time.Now()
 		batch, err := d.mix.Next(ctx)
+		if err == nil {
+			d.metrics.BatchSeconds.Observe(time.Since(mixStart).Seconds())
+			for s, p := range batch.Stats.Proportions {
+				d.metrics.MixtureTarget.WithLabelValues(mixer.SlotName(s)).Set(p)
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -3,6 +3,8 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"runtime"
 	"testing"
@@ -72,14 +74,24 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 }
 
 // freePort returns a free TCP port on 127.0.0.1.
+//
+// Tests restart servers on the same port, so the port is drawn below the
+// kernel's ephemeral range (32768+ on Linux): a port the kernel hands to
+// another process's ":0" listener or outgoing connection between our close
+// and re-listen would be taken from under the test.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for i := 0; i < 200; i++ {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 20000-32000")
+	return 0
 }
 
 // embedded starts an embedded server on dataDir and connects to it.

@@ -304,9 +304,13 @@ func TestReaderSurvivesServerRestart(t *testing.T) {
 	waitFor(t, 30*time.Second, "client reconnect", client.NC.IsConnected)
 	// JetStream may need a moment after a restart; Publish retries are the
 	// producers' job, so retry here until the stream answers.
+	var lastErr error
 	waitFor(t, 30*time.Second, "stream available", func() bool {
-		_, err := l.LastSeq(ctx)
-		return err == nil
+		_, lastErr = l.LastSeq(ctx)
+		if lastErr != nil {
+			t.Logf("LastSeq: %v", lastErr)
+		}
+		return lastErr == nil
 	})
 	pub(20, 40)
 	got = append(got, readUntil(t, ctx, r, 40)...)

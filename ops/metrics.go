@@ -20,7 +20,8 @@ type Metrics struct {
 	PackingEff       prometheus.Gauge
 	IngestSamples    *prometheus.CounterVec // by bucket
 	DeadLetters      *prometheus.CounterVec // by reason
-	PolicySeconds    prometheus.Histogram
+	BatchSeconds     prometheus.Histogram
+	MixtureTarget    *prometheus.GaugeVec // the policy's proportions by slot
 	PolicyFailures   prometheus.Counter
 	PolicySwaps      prometheus.Counter
 	EvalScore        *prometheus.GaugeVec   // by score key
@@ -49,8 +50,9 @@ func NewMetrics() *Metrics {
 		IngestSamples: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "replayd_ingest_samples_total", Help: "Valid samples read from the ingest stream, by bucket."},
 			[]string{"bucket"}),
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "replayd_dead_letters_total", Help: "Rejected samples sent to the dead-letter stream, by reason."}, []string{"reason"}),
-		PolicySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "replayd_policy_call_seconds", Help: "Latency of one batch of policy calls.",
-			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}),
+		BatchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "replayd_mixer_batch_seconds", Help: "Time to draw one batch: the policy's decide and mix calls, replay reads, packing, and any wait for data.",
+			Buckets: prometheus.ExponentialBuckets(1e-5, 4, 12)}),
+		MixtureTarget:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "replayd_mixture_target", Help: "The policy's asked share of each bucket and fresh/replay for the last batch."}, []string{"bucket"}),
 		PolicyFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "replayd_policy_failures_total", Help: "Policy calls that failed and fell back to the last good policy."}),
 		PolicySwaps:    prometheus.NewCounter(prometheus.CounterOpts{Name: "replayd_policy_swaps_total", Help: "Live policy swaps applied."}),
 		EvalScore:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "replayd_eval_score", Help: "Latest evaluation scores, by score key."}, []string{"score"}),
@@ -63,7 +65,7 @@ func NewMetrics() *Metrics {
 	}
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.TokensPerSecond, m.StepSeconds, m.Steps, m.TrainTokens, m.Loss, m.LossTotal, m.Mixture, m.PackingEff,
-		m.IngestSamples, m.DeadLetters, m.PolicySeconds, m.PolicyFailures, m.PolicySwaps, m.EvalScore,
+		m.IngestSamples, m.DeadLetters, m.BatchSeconds, m.MixtureTarget, m.PolicyFailures, m.PolicySwaps, m.EvalScore,
 		m.GateDecisions, m.Published, m.LastPublished, m.NATSConnected, m.CheckpointSecond)
 	return m
 }
