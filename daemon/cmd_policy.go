@@ -264,7 +264,7 @@ func policyTest(ctx context.Context, fs *pflag.FlagSet, args []string, stdout io
 		policyErrs += len(b.Stats.PolicyErrors)
 		fallbacks += b.Stats.Fallbacks
 	}
-	fmt.Fprintf(stdout, "policy %s sha256 %s\n", pol.Name(), pol.Hash())
+	fmt.Fprintf(stdout, "policy %s hash %s (module sha256 %s)\n", pol.Name(), pol.Hash(), pol.ModuleHash())
 	fmt.Fprintf(stdout, "samples %d (%d lines refused), batches %d of %dx%d, packing efficiency %.3f, fallback draws %d, policy errors %d\n\n",
 		len(samples), bad, batches, *batch, *seqLen, eff/float64(max(batches, 1)), fallbacks, policyErrs)
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)

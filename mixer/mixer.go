@@ -138,8 +138,11 @@ func New(cfg Config, log Log, policy *Policy) (*Mixer, error) {
 		cfg.DecideChunk = 4096
 	}
 	if cfg.MinPiece <= 0 {
-		cfg.MinPiece = min(16, cfg.T)
+		cfg.MinPiece = 16
 	}
+	// A piece can never need more than a row: larger would make every row
+	// unusable.
+	cfg.MinPiece = min(cfg.MinPiece, cfg.T)
 	if !(cfg.ReplayRecency >= 0) {
 		return nil, fmt.Errorf("mixer: replay recency %v, want >= 0", cfg.ReplayRecency)
 	}
