@@ -11,7 +11,7 @@ GOFLAGS_TAGS := $(if $(strip $(TAGS)),-tags '$(TAGS)',)
 PYTHON  ?= /usr/bin/python3
 
 .PHONY: all build run test vet fmt parity bench-train bench-tokenizer bench-ingest \
-        bench-mixer bench-e2e policies experiments experiments-quick build-cuda ptx clean
+        bench-mixer bench-e2e policies experiments experiments-quick build-cuda ptx cuda-vet gpu-bins clean
 
 all: build
 
@@ -57,8 +57,20 @@ experiments: build
 experiments-quick: build
 	./$(BIN) experiment --quick experiments/paper.yaml
 
+ptx:
+	bash gpu/kernels/build-ptx.sh
+
+# No $(TAGS): an openblas build would need libopenblas on the GPU machine.
 build-cuda:
-	$(GO) build -tags 'cuda $(TAGS)' -o bin/replayd-cuda ./cmd/replayd
+	eval "$$(bash scripts/cuda-headers.sh)" && $(GO) build -tags cuda -o bin/replayd-cuda ./cmd/replayd
+
+# The CI compile check: CUDA 11.8 headers and link stubs only, no GPU.
+cuda-vet:
+	eval "$$(bash scripts/cuda-headers.sh)" && $(GO) vet -tags cuda ./gpu/... && $(GO) build -tags cuda ./...
+
+# The binaries scripts/gpu-check.sh runs on a GPU machine (carry bin/).
+gpu-bins:
+	eval "$$(bash scripts/cuda-headers.sh)" && $(GO) test -c -tags cuda -o bin/gpu.test ./gpu && $(GO) build -tags cuda -o bin/gpubench ./gpu/cmd/gpubench
 
 clean:
 	rm -rf bin

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"replayd/evaluator"
+	"replayd/gpu"
 	"replayd/ingest"
 	"replayd/mixer"
 	"replayd/model"
@@ -74,6 +75,8 @@ type Daemon struct {
 	tr    *model.Trainer
 	host  *mixer.Host
 	mix   *mixer.Mixer
+
+	backend model.Backend
 
 	registry *evaluator.Registry
 	local    evaluator.LocalDir
@@ -219,7 +222,11 @@ func (d *Daemon) open(ctx context.Context) error {
 	if threads == 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	be := model.NewCPUBackend(threads)
+	be, err := newBackend(cfg.Train, threads)
+	if err != nil {
+		return err
+	}
+	d.backend = be
 	switch {
 	case resume != "":
 		d.log.Info("resuming", "checkpoint", resume)
@@ -330,6 +337,22 @@ func (d *Daemon) open(ctx context.Context) error {
 	}
 	d.lastCkpt = d.state.Step
 	return nil
+}
+
+// newBackend returns the training backend the configuration asks for.
+func newBackend(t ops.TrainConfig, threads int) (model.Backend, error) {
+	if t.Device == "cpu" {
+		return model.NewCPUBackend(threads), nil
+	}
+	p, err := gpu.ParsePrecision(t.Precision)
+	if err != nil {
+		return nil, err
+	}
+	b, err := gpu.New(gpu.Options{Precision: p})
+	if err != nil {
+		return nil, fmt.Errorf("train.device cuda: %w", err)
+	}
+	return b, nil
 }
 
 // policyModule returns the wasm of a built-in policy name or a .wasm file.
@@ -615,6 +638,9 @@ func (d *Daemon) close() error {
 	var errs []error
 	if d.host != nil {
 		errs = append(errs, d.host.Close(context.Background()))
+	}
+	if c, ok := d.backend.(interface{ Close() error }); ok {
+		errs = append(errs, c.Close())
 	}
 	if d.conn != nil {
 		errs = append(errs, d.conn.Close())

@@ -81,19 +81,23 @@ type ModelConfig struct {
 
 // TrainConfig configures the optimiser and the training loop.
 type TrainConfig struct {
-	SeqLen          int     `mapstructure:"seq_len"`
-	BatchSize       int     `mapstructure:"batch_size"`
-	GradAccum       int     `mapstructure:"grad_accum"`
-	LR              float64 `mapstructure:"lr"`
-	MinLR           float64 `mapstructure:"min_lr"`
-	WarmupSteps     int     `mapstructure:"warmup_steps"`
-	Schedule        string  `mapstructure:"schedule"`
-	WeightDecay     float64 `mapstructure:"weight_decay"`
-	GradClip        float64 `mapstructure:"grad_clip"`
-	Seed            uint64  `mapstructure:"seed"`
-	Threads         int     `mapstructure:"threads"`
-	CheckpointEvery int     `mapstructure:"checkpoint_every"`
-	MaxSteps        int     `mapstructure:"max_steps"`
+	SeqLen      int     `mapstructure:"seq_len"`
+	BatchSize   int     `mapstructure:"batch_size"`
+	GradAccum   int     `mapstructure:"grad_accum"`
+	LR          float64 `mapstructure:"lr"`
+	MinLR       float64 `mapstructure:"min_lr"`
+	WarmupSteps int     `mapstructure:"warmup_steps"`
+	Schedule    string  `mapstructure:"schedule"`
+	WeightDecay float64 `mapstructure:"weight_decay"`
+	GradClip    float64 `mapstructure:"grad_clip"`
+	Seed        uint64  `mapstructure:"seed"`
+	Threads     int     `mapstructure:"threads"`
+	// Device is "cpu" or "cuda" (the cuda binary only); Precision is the
+	// GEMM precision on cuda: fp32, tf32 or bf16.
+	Device          string `mapstructure:"device"`
+	Precision       string `mapstructure:"precision"`
+	CheckpointEvery int    `mapstructure:"checkpoint_every"`
+	MaxSteps        int    `mapstructure:"max_steps"`
 	// WhenDry is "replay" (keep training on replay) or "idle".
 	WhenDry string `mapstructure:"when_dry"`
 }
@@ -153,7 +157,7 @@ func DefaultConfig() Config {
 		Model: ModelConfig{Preset: "tiny"},
 		Train: TrainConfig{
 			SeqLen: 128, BatchSize: 8, GradAccum: 1, LR: 1e-3, MinLR: 1e-4, WarmupSteps: 20,
-			Schedule: "constant", WeightDecay: 0.1, GradClip: 1.0, Seed: 1, Threads: 0,
+			Schedule: "constant", WeightDecay: 0.1, GradClip: 1.0, Seed: 1, Threads: 0, Device: "cpu", Precision: "bf16",
 			CheckpointEvery: 50, MaxSteps: 0, WhenDry: "replay",
 		},
 		Mixer:     MixerConfig{Policy: "joint-replay", PolicyTimeout: 200 * time.Millisecond, MemoryMB: 64},
@@ -265,6 +269,14 @@ func (c Config) Validate() error {
 	}
 	if t.Threads < 0 {
 		bad("train.threads", "%d (want ≥ 0; 0 uses every core)", t.Threads)
+	}
+	if t.Device != "cpu" && t.Device != "cuda" {
+		bad("train.device", "%q (want cpu or cuda)", t.Device)
+	}
+	switch t.Precision {
+	case "fp32", "tf32", "bf16":
+	default:
+		bad("train.precision", "%q (want fp32, tf32 or bf16)", t.Precision)
 	}
 	if t.CheckpointEvery < 1 {
 		bad("train.checkpoint_every", "%d (want ≥ 1)", t.CheckpointEvery)
