@@ -26,7 +26,8 @@ type HostConfig struct {
 	MemoryLimitPages uint32
 	// CallTimeout bounds one decide or mix call, a whole batch (default 1s).
 	CallTimeout time.Duration
-	// LoadTimeout bounds instantiation, init and the dry run (default 10s).
+	// LoadTimeout bounds instantiation: the module's start function,
+	// abi_version and init (default 10s).
 	LoadTimeout time.Duration
 	// Seed seeds the deterministic byte stream a guest reads as WASI
 	// random_get (the Go runtime reads it for map hash seeds).
@@ -119,8 +120,9 @@ func (h *Host) compile(ctx context.Context, wasm []byte) (wazero.CompiledModule,
 // config, and a dry run of decide and mix whose answers must be in range.
 // Any failure refuses the policy with an error saying why.
 func (h *Host) Load(ctx context.Context, name string, wasm []byte, opt LoadOptions) (*Policy, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.LoadTimeout)
-	defer cancel()
+	// Compilation is not interruptible and its time depends on the host,
+	// not on the module's behaviour: no deadline. Instantiation is bounded
+	// by LoadTimeout, each dry-run call by CallTimeout.
 	mh := sha256.Sum256(wasm)
 	p := &Policy{
 		host:       h,
@@ -265,6 +267,7 @@ type Policy struct {
 	stderr   *limitedBuffer
 	buf      []byte
 	stack    [2]uint64
+	limit    time.Duration // the deadline of the calls under way, for errors
 }
 
 // Name is the policy's name (e.g. "joint-replay").
@@ -312,6 +315,9 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 }
 
 func (p *Policy) instantiateLocked(ctx context.Context) error {
+	p.limit = p.host.cfg.LoadTimeout
+	ctx, cancel := context.WithTimeout(ctx, p.limit)
+	defer cancel()
 	p.stderr = &limitedBuffer{}
 	var seed splitmix
 	seed.state = p.host.cfg.Seed
@@ -323,7 +329,7 @@ func (p *Policy) instantiateLocked(ctx context.Context) error {
 		WithStderr(p.stderr)
 	mod, err := p.host.rt.InstantiateModule(ctx, p.compiled, mc)
 	if err != nil {
-		return p.errorf("instantiate", err)
+		return p.errorf("instantiate", err, p.host.cfg.LoadTimeout)
 	}
 	p.mod = mod
 	p.fnAlloc = mod.ExportedFunction(abi.ExportAlloc)
@@ -331,8 +337,6 @@ func (p *Policy) instantiateLocked(ctx context.Context) error {
 	p.fnMix = mod.ExportedFunction(abi.ExportMix)
 	p.inPtr, p.inCap = 0, 0
 
-	ctx, cancel := context.WithTimeout(ctx, p.host.cfg.CallTimeout)
-	defer cancel()
 	res, err := mod.ExportedFunction(abi.ExportABIVersion).Call(ctx)
 	if err != nil {
 		return p.fail(ctx, "abi_version", err)
@@ -365,13 +369,14 @@ func (p *Policy) stderrNote() string {
 	return fmt.Sprintf(" (guest stderr: %q)", bytes.TrimSpace(p.stderr.b.Bytes()))
 }
 
-// errorf wraps a call error with the policy name, and names timeouts.
-func (p *Policy) errorf(what string, err error) error {
+// errorf wraps a call error with the policy name, and names timeouts
+// (limit is the deadline the call ran under).
+func (p *Policy) errorf(what string, err error, limit time.Duration) error {
 	var ee *sys.ExitError
 	if errors.As(err, &ee) {
 		switch ee.ExitCode() {
 		case sys.ExitCodeDeadlineExceeded:
-			return fmt.Errorf("policy %s: %s: timed out after %v: %w", p.name, what, p.host.cfg.CallTimeout, err)
+			return fmt.Errorf("policy %s: %s: timed out after %v: %w", p.name, what, limit, err)
 		case sys.ExitCodeContextCanceled:
 			return fmt.Errorf("policy %s: %s: canceled: %w", p.name, what, err)
 		}
@@ -381,7 +386,7 @@ func (p *Policy) errorf(what string, err error) error {
 
 // fail throws the instance away after a failed call and returns the error.
 func (p *Policy) fail(ctx context.Context, what string, err error) error {
-	e := p.errorf(what, err)
+	e := p.errorf(what, err, p.limit)
 	p.closeLocked(context.WithoutCancel(ctx))
 	return e
 }
@@ -458,7 +463,8 @@ func (p *Policy) decideLocked(ctx context.Context, h abi.DecideHeader, samples [
 	if err := p.ensureLocked(ctx); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.host.cfg.CallTimeout)
+	p.limit = p.host.cfg.CallTimeout
+	ctx, cancel := context.WithTimeout(ctx, p.limit)
 	defer cancel()
 	h.Count = uint32(len(samples))
 	size := abi.DecideHeaderSize + len(samples)*abi.SampleMetaSize
@@ -498,7 +504,8 @@ func (p *Policy) mixLocked(ctx context.Context, in *abi.MixInput) ([abi.NumSlots
 	if err := p.ensureLocked(ctx); err != nil {
 		return [abi.NumSlots]float64{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.host.cfg.CallTimeout)
+	p.limit = p.host.cfg.CallTimeout
+	ctx, cancel := context.WithTimeout(ctx, p.limit)
 	defer cancel()
 	p.buf = abi.AppendMixInput(p.buf[:0], in)
 	ptr, err := p.writeInputLocked(ctx, p.buf)
