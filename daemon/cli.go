@@ -27,6 +27,8 @@ func commands() map[string]command {
 		"eval":        {"evaluate a checkpoint and print a table", runEval},
 		"checkpoints": {"list, pull or watch published checkpoints", runCheckpoints},
 		"policy":      {"push, list, roll back or test mixing policies", runPolicy},
+		"experiment":  {"run a grid of post-training variants and write a results table", runExperiment},
+		"pretrain":    {"train the base model and tokenizer an experiment starts from", runPretrain},
 	}
 }
 
