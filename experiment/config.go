@@ -137,6 +137,11 @@ type Eval struct {
 	Suites []evaluator.SuiteConfig `yaml:"suites"`
 	// MaxSamples caps every suite (0: as each suite says).
 	MaxSamples int `yaml:"max_samples"`
+	// Shuffle evaluates a seeded random subset of max_samples lines of
+	// each suite's file instead of its first lines (the evaluator reads
+	// the first ones, and shared test files are often sorted by label).
+	// Default true.
+	Shuffle *bool `yaml:"shuffle"`
 	// Columns are the score keys shown in the Markdown table and plotted
 	// (default: every group score and every suite score).
 	Columns []string `yaml:"columns"`

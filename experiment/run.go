@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"time"
 
 	"replayd/evaluator"
@@ -171,6 +173,13 @@ func (f *File) suites(c *Corpus) ([]evaluator.SuiteConfig, string, error) {
 		if err := s.Validate(); err != nil {
 			return nil, "", fmt.Errorf("experiment: %w", err)
 		}
+		if (f.Eval.Shuffle == nil || *f.Eval.Shuffle) && s.MaxSamples > 0 {
+			path, err := sampleFile(s.File, s.MaxSamples, filepath.Join(f.Out, "eval", s.Name+".jsonl"))
+			if err != nil {
+				return nil, "", fmt.Errorf("experiment: suite %s: %w", s.Name, err)
+			}
+			s.File = path
+		}
 		out = append(out, s)
 	}
 	h := f.Data.Holdout
@@ -310,4 +319,31 @@ func Pretrain(ctx context.Context, f *File, progress io.Writer) error {
 	}
 	fmt.Fprintf(progress, "pretrain: wrote %s (%d steps, %d tokens, final loss %.4f, %.0fs)\n", f.Base, st.Steps, st.Tokens, st.FinalLoss, st.Seconds)
 	return nil
+}
+
+// sampleFile writes n lines of src, a random subset drawn with a fixed
+// seed and kept in file order, to dst and returns dst. With n or fewer
+// lines, src itself is returned.
+func sampleFile(src string, n int, dst string) (string, error) {
+	lines, err := readLines(src)
+	if err != nil {
+		return "", err
+	}
+	if len(lines) <= n {
+		return src, nil
+	}
+	r := rand.New(rand.NewPCG(dataSeed, uint64(len(lines))))
+	idx := r.Perm(len(lines))[:n]
+	sort.Ints(idx)
+	var buf []byte
+	for _, i := range idx {
+		buf = append(append(buf, lines[i]...), '\n')
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(dst, buf, 0o644); err != nil {
+		return "", err
+	}
+	return dst, nil
 }
