@@ -75,7 +75,7 @@ func runCheckpoints(ctx context.Context, args []string, stdout, stderr io.Writer
 		if *latest && *version != "" {
 			return fmt.Errorf("checkpoints pull: --latest and --version exclude each other: %w", ErrUsage)
 		}
-		m, err := reg.Pull(ctx, *version, *out)
+		m, err := reg.PullProgress(ctx, *version, *out, stderr)
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
@@ -26,10 +28,11 @@ func TestLivePolicySwap(t *testing.T) {
 	cfg.Eval.Suites = nil
 	cfg.Train.MaxSteps = 400
 	cfg.Mixer.PolicyTimeout = 100 * time.Millisecond
+	cfg.HTTP.Addr, cfg.HTTP.Token = "127.0.0.1:0", "op-token"
 
 	var mu sync.Mutex
 	var names []string
-	natsURL := make(chan string, 1)
+	natsURL, httpAddr := make(chan string, 1), make(chan string, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	runCtx, stop := context.WithCancel(ctx)
@@ -38,7 +41,7 @@ func TestLivePolicySwap(t *testing.T) {
 	go func() {
 		done <- Run(runCtx, cfg, RunOptions{
 			SeedData: SeedFromData(ds, 0),
-			Ready:    func(_, url string) { natsURL <- url },
+			Ready:    func(addr, url string) { httpAddr <- addr; natsURL <- url },
 			OnStep: func(step int, b *mixer.Batch) {
 				mu.Lock()
 				names = append(names, b.PolicyName)
@@ -91,12 +94,28 @@ func TestLivePolicySwap(t *testing.T) {
 		n := steps()
 		waitSteps(n + 2) // training goes on
 	}
+	// The valid policy arrives over HTTP, which needs the operator token.
 	sft, err := policies.Builtin("sft-only")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Push(ctx, "sft-only", sft, nil); err != nil {
-		t.Fatal(err)
+	api := "http://" + <-httpAddr + "/api/policy?name=sft-only"
+	for _, c := range []struct {
+		token  string
+		status int
+	}{{"", 401}, {"wrong", 401}, {"op-token", 200}} {
+		req, _ := http.NewRequest("POST", api, bytes.NewReader(sft))
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Fatalf("POST /api/policy with token %q: %d, want %d", c.token, resp.StatusCode, c.status)
+		}
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {

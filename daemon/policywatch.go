@@ -3,6 +3,9 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"sync"
 	"time"
 
@@ -15,10 +18,7 @@ import (
 // mixer's current statistics) and swapped in between two batches. A module
 // that fails validation is refused and the running policy continues.
 func (d *Daemon) watchPolicies(ctx context.Context, wg *sync.WaitGroup) error {
-	store, err := policystore.Open(ctx, d.conn.JS, policystore.DefaultObjectBucket, policystore.DefaultKVBucket)
-	if err != nil {
-		return err
-	}
+	store := d.policies
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -61,4 +61,30 @@ func (d *Daemon) applyPolicy(ctx context.Context, store *policystore.Store, p po
 	d.mu.Unlock()
 	d.recordPolicy(pol, step)
 	d.log.Info("policy swapped", "policy", p.Name, "hash", pol.Hash(), "validated_in", time.Since(start))
+}
+
+// pushPolicy is POST /api/policy?name=N with the module as the body: it is
+// stored and made active in the policy store, and the watcher validates it
+// before it runs (a refused module leaves the running policy in place).
+func (d *Daemon) pushPolicy(r *http.Request) (any, error) {
+	name := r.URL.Query().Get("name")
+	if name == "" {
+		return nil, errors.New("policy: ?name= is required")
+	}
+	wasm, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, fmt.Errorf("policy: read body: %w", err)
+	}
+	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
+		return nil, errors.New("policy: the body is not a WASM module")
+	}
+	var config []byte
+	if c := r.URL.Query().Get("config"); c != "" {
+		config = []byte(c)
+	}
+	p, err := d.policies.Push(r.Context(), name, wasm, config)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"pushed": p.Name, "sha256": p.SHA256, "note": "validated by the daemon before it runs; see /status"}, nil
 }

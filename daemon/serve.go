@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,6 +22,7 @@ import (
 	"replayd/gpu"
 	"replayd/ingest"
 	"replayd/mixer"
+	"replayd/mixer/policystore"
 	"replayd/model"
 	"replayd/ops"
 	"replayd/policies"
@@ -76,7 +78,8 @@ type Daemon struct {
 	host  *mixer.Host
 	mix   *mixer.Mixer
 
-	backend model.Backend
+	backend  model.Backend
+	policies *policystore.Store
 
 	registry *evaluator.Registry
 	local    evaluator.LocalDir
@@ -128,7 +131,10 @@ func Run(ctx context.Context, cfg ops.Config, opts RunOptions, log *slog.Logger,
 	}
 	d.status = ops.NewStatus(fmt.Sprintf("%d layers × %d hidden, %.1fM params", d.model.Config.NumHiddenLayers, d.model.Config.HiddenSize, float64(d.model.NumParams())/1e6))
 	srv := &ops.Server{Status: d.status, Metrics: d.metrics, Checkpoints: d.local.Handler(), Token: cfg.HTTP.Token, Log: log,
-		Actions: map[string]func(context.Context) (any, error){"eval": d.requestEval}}
+		Actions: map[string]func(*http.Request) (any, error){
+			"eval":   func(r *http.Request) (any, error) { return d.requestEval(r.Context()) },
+			"policy": d.pushPolicy,
+		}}
 	httpAddr := ""
 	if cfg.HTTP.Addr != "" {
 		addr, done, err := ops.Serve(runCtx, cfg.HTTP.Addr, srv.Handler(), 5*time.Second)
@@ -302,6 +308,9 @@ func (d *Daemon) open(ctx context.Context) error {
 		return err
 	}
 
+	if d.policies, err = policystore.Open(ctx, conn.JS, policystore.DefaultObjectBucket, policystore.DefaultKVBucket); err != nil {
+		return err
+	}
 	if d.host, err = mixer.NewHost(ctx, mixer.HostConfig{
 		MemoryLimitPages: uint32(cfg.Mixer.MemoryMB * 16), CallTimeout: cfg.Mixer.PolicyTimeout, Seed: cfg.Train.Seed,
 	}); err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/schollz/progressbar/v3"
 )
 
 // CheckpointFiles are the files of a published checkpoint, in Hugging Face
@@ -228,6 +229,11 @@ func (r *Registry) prune(ctx context.Context, current string) error {
 // Pull downloads version ("" = latest) into outDir, verifying every file's
 // size and SHA-256 against the manifest before the directory appears.
 func (r *Registry) Pull(ctx context.Context, version, outDir string) (Manifest, error) {
+	return r.PullProgress(ctx, version, outDir, nil)
+}
+
+// PullProgress is Pull with a progress bar per file on progress (nil: none).
+func (r *Registry) PullProgress(ctx context.Context, version, outDir string, progress io.Writer) (Manifest, error) {
 	if version == "" {
 		v, err := r.Latest(ctx)
 		if err != nil {
@@ -245,7 +251,7 @@ func (r *Registry) Pull(ctx context.Context, version, outDir string) (Manifest, 
 	}
 	defer os.RemoveAll(tmp)
 	for _, f := range m.Files {
-		if err := r.getFile(ctx, version, f, filepath.Join(tmp, f.Name)); err != nil {
+		if err := r.getFile(ctx, version, f, filepath.Join(tmp, f.Name), progress); err != nil {
 			return Manifest{}, fmt.Errorf("pull %s: %w", version, err)
 		}
 	}
@@ -255,7 +261,7 @@ func (r *Registry) Pull(ctx context.Context, version, outDir string) (Manifest, 
 	return m, nil
 }
 
-func (r *Registry) getFile(ctx context.Context, version string, want FileEntry, path string) error {
+func (r *Registry) getFile(ctx context.Context, version string, want FileEntry, path string, progress io.Writer) error {
 	res, err := r.obj.Get(ctx, version+"/"+want.Name)
 	if err != nil {
 		return fmt.Errorf("get %s: %w", want.Name, err)
@@ -266,7 +272,14 @@ func (r *Registry) getFile(ctx context.Context, version string, want FileEntry, 
 		return err
 	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(out, h), res)
+	var dst io.Writer = io.MultiWriter(out, h)
+	if progress != nil {
+		bar := progressbar.NewOptions64(want.Size, progressbar.OptionSetWriter(progress), progressbar.OptionShowBytes(true),
+			progressbar.OptionSetDescription(want.Name), progressbar.OptionThrottle(200*time.Millisecond))
+		defer bar.Finish()
+		dst = io.MultiWriter(dst, bar)
+	}
+	n, err := io.Copy(dst, res)
 	if err == nil {
 		err = out.Sync()
 	}

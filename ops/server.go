@@ -24,8 +24,9 @@ type Server struct {
 	Checkpoints http.Handler
 	// Token guards POST endpoints; empty disables them.
 	Token string
-	// Actions are POST /api/<name> handlers (e.g. "eval"), guarded by Token.
-	Actions map[string]func(ctx context.Context) (any, error)
+	// Actions are POST /api/<name> handlers (e.g. "eval", "policy"),
+	// guarded by Token. The request body is capped at MaxActionBody.
+	Actions map[string]func(r *http.Request) (any, error)
 	Log     *slog.Logger
 }
 
@@ -79,7 +80,8 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	res, err := fn(r.Context())
+	r.Body = http.MaxBytesReader(w, r.Body, MaxActionBody)
+	res, err := fn(r)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
@@ -87,6 +89,9 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(res)
 }
+
+// MaxActionBody caps the body of a POST /api/<name> request (a policy module).
+const MaxActionBody = 64 << 20
 
 // Serve listens on addr and serves h until ctx ends, then shuts down within
 // grace. It returns the bound address on ready, and the serve error on done.

@@ -52,7 +52,7 @@ func TestServerEndpoints(t *testing.T) {
 	m := NewMetrics()
 	evals := 0
 	base := startTestServer(t, &Server{Status: st, Metrics: m, Token: "sekret",
-		Actions: map[string]func(context.Context) (any, error){"eval": func(context.Context) (any, error) { evals++; return map[string]int{"queued": evals}, nil }}})
+		Actions: map[string]func(*http.Request) (any, error){"eval": func(*http.Request) (any, error) { evals++; return map[string]int{"queued": evals}, nil }}})
 
 	if code, _ := get(t, base+"/readyz"); code != 503 {
 		t.Fatalf("readyz before ready: %d", code)
@@ -113,7 +113,7 @@ func TestServerEndpoints(t *testing.T) {
 
 func TestActionsDisabledWithoutToken(t *testing.T) {
 	base := startTestServer(t, &Server{Status: NewStatus("x"),
-		Actions: map[string]func(context.Context) (any, error){"eval": func(context.Context) (any, error) { return nil, nil }}})
+		Actions: map[string]func(*http.Request) (any, error){"eval": func(*http.Request) (any, error) { return nil, nil }}})
 	if code, _ := get(t, base+"/api/eval", "POST", "Bearer "); code != 403 {
 		t.Fatalf("status %d, want 403", code)
 	}

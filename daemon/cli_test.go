@@ -1,0 +1,84 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"replayd/evaluator"
+	"replayd/ingest"
+)
+
+func TestCLIUsage(t *testing.T) {
+	cases := []struct {
+		args    []string
+		wantErr error
+		out     string
+	}{
+		{nil, nil, "usage: replayd"},
+		{[]string{"frobnicate"}, ErrUsage, ""},
+		{[]string{"checkpoints"}, ErrUsage, ""},
+		{[]string{"checkpoints", "dance", "--nats.url", "nats://127.0.0.1:1"}, nil, ""},
+		{[]string{"eval"}, ErrUsage, ""},
+	}
+	for _, c := range cases {
+		var out, errOut bytes.Buffer
+		err := Main(context.Background(), c.args, &out, &errOut)
+		if c.wantErr != nil && !errors.Is(err, c.wantErr) {
+			t.Errorf("%v: error %v, want %v", c.args, err, c.wantErr)
+		}
+		if c.wantErr == nil && c.out == "" && err == nil {
+			t.Errorf("%v: no error", c.args)
+		}
+		if c.out != "" && !strings.Contains(out.String(), c.out) {
+			t.Errorf("%v: output %q lacks %q", c.args, out.String(), c.out)
+		}
+	}
+}
+
+// TestCheckpointsCLI lists and pulls a published checkpoint through
+// `replayd checkpoints` against a NATS server.
+func TestCheckpointsCLI(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := ingest.Connect(ctx, ingest.NATSOptions{Embedded: ingest.EmbeddedOptions{DataDir: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	reg, err := evaluator.OpenRegistry(ctx, conn.JS, evaluator.RegistryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	for _, f := range evaluator.CheckpointFiles {
+		if err := os.WriteFile(filepath.Join(src, f), []byte("content of "+f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := reg.Publish(ctx, "step-00000042", src); err != nil {
+		t.Fatal(err)
+	}
+	url := conn.ClientURL()
+	var out, errOut bytes.Buffer
+	if err := Main(ctx, []string{"checkpoints", "list", "--nats.url", url}, &out, &errOut); err != nil {
+		t.Fatalf("list: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "step-00000042") || !strings.Contains(out.String(), "(latest)") {
+		t.Fatalf("list output %q", out.String())
+	}
+	dst := filepath.Join(t.TempDir(), "pulled")
+	out.Reset()
+	if err := Main(ctx, []string{"checkpoints", "pull", "--latest", "--out", dst, "--nats.url", url}, &out, &errOut); err != nil {
+		t.Fatalf("pull: %v\n%s", err, errOut.String())
+	}
+	got, err := os.ReadFile(filepath.Join(dst, "config.json"))
+	if err != nil || string(got) != "content of config.json" {
+		t.Fatalf("pulled config.json %q, %v", got, err)
+	}
+}
