@@ -99,6 +99,7 @@ func (d *Daemon) evaluator() *evaluator.Evaluator {
 func (d *Daemon) baseline(ctx context.Context) error {
 	if len(d.cfg.Eval.Suites) == 0 || d.state.Baseline != nil {
 		if d.state.Baseline != nil {
+			d.reportEvals(d.state.Baseline)
 			d.status.RecordEval(ops.EvalPoint{Step: 0, Baseline: true, Scores: d.state.Baseline, Pass: true})
 		}
 		return nil
@@ -131,6 +132,7 @@ func (d *Daemon) baseline(ctx context.Context) error {
 	d.mu.Lock()
 	d.state.Baseline, d.state.BaselineHash = scores, hash
 	d.mu.Unlock()
+	d.reportEvals(scores)
 	point := ops.EvalPoint{Step: d.state.Step, Time: time.Now().UTC(), Baseline: true, Pass: true, Scores: scores}
 	d.status.RecordEval(point)
 	if d.opts.OnEval != nil {
@@ -188,6 +190,7 @@ func (d *Daemon) evaluateAndGate(ctx context.Context, job evalJob) error {
 	for k, v := range rep.Scores {
 		d.metrics.EvalScore.WithLabelValues(k).Set(v)
 	}
+	d.reportEvals(rep.Scores)
 	result := "reject"
 	if dec.Pass {
 		result = "pass"
@@ -262,6 +265,19 @@ func (d *Daemon) publish(ctx context.Context, version string, job evalJob, rep e
 		d.opts.OnPublish(version, job.m)
 	}
 	return nil
+}
+
+// reportEvals hands group scores to the mixer, so policies see them in their
+// mix input (the adaptive policy reads "general_loss").
+func (d *Daemon) reportEvals(s evaluator.Scores) {
+	for k, v := range s {
+		if !strings.Contains(k, "/") || strings.HasPrefix(k, "loss/") {
+			d.mix.ReportEval(k, v)
+		}
+	}
+	if v, ok := s["loss/general"]; ok {
+		d.mix.ReportEval("general_loss", v)
+	}
 }
 
 func formatScores(s evaluator.Scores) string {
