@@ -21,6 +21,7 @@ func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "apply the file's quick: overrides (a few variants, one seed, a tiny budget)")
 	threads := fs.Int("threads", 0, "CPU threads (0: the file's threads, else GOMAXPROCS)")
+	report := fs.Bool("report", false, "only rewrite table.md, results.csv and the plots from the out dir's runs.jsonl")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil
@@ -32,7 +33,14 @@ func runExperiment(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	cmd := "replayd experiment " + strings.Join(args, " ")
-	runs, err := experiment.Run(ctx, f, experiment.Options{Progress: stderr, Command: cmd})
+	var runs []experiment.RunResult
+	if *report {
+		if runs, err = experiment.ReadRuns(f); err == nil {
+			err = experiment.WriteReport(f, runs, "")
+		}
+	} else {
+		runs, err = experiment.Run(ctx, f, experiment.Options{Progress: stderr, Command: cmd})
+	}
 	if err != nil {
 		return err
 	}

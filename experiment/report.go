@@ -290,15 +290,24 @@ func BarChart(col string, rows []Row) string {
 	)
 	width := math.Max(minW, left+float64(len(bars))*(barW+gap)+gap+20)
 	height := top + plotH + bottom
-	lo, hi := 0.0, 0.0
+	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, b := range bars {
 		hi = math.Max(hi, b.mean+b.std)
 		lo = math.Min(lo, b.mean-b.std)
 	}
-	if hi == lo {
-		hi = lo + 1
+	span := hi - lo
+	if span == 0 {
+		span = math.Max(math.Abs(hi), 1)
 	}
-	hi *= headroom
+	// Bars start at 0 unless every value is far from it (losses of 4-6
+	// nats): then the axis is zoomed so the differences show; the axis
+	// labels say where it starts.
+	if lo >= 0 && lo < 2*span {
+		lo = 0
+	} else {
+		lo -= 0.25 * span
+	}
+	hi += (headroom - 1) * (hi - lo)
 	y := func(v float64) float64 { return top + plotH*(hi-v)/(hi-lo) }
 	var s strings.Builder
 	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="%d">`+"\n", width, height, fontSize)
@@ -315,7 +324,8 @@ func BarChart(col string, rows []Row) string {
 	}
 	for i, b := range bars {
 		x := left + gap + float64(i)*(barW+gap)
-		y0, y1 := y(math.Max(b.mean, 0)), y(math.Min(b.mean, 0))
+		floor := math.Max(lo, math.Min(0, hi))
+		y0, y1 := y(math.Max(b.mean, floor)), y(math.Min(b.mean, floor))
 		fill := "#4878a8"
 		if b.name == BaseRow {
 			fill = "#999"
@@ -327,13 +337,14 @@ func BarChart(col string, rows []Row) string {
 			fmt.Fprintf(&s, `<path d="M%.1f %.1f V%.1f M%.1f %.1f H%.1f M%.1f %.1f H%.1f" stroke="black"/>`+"\n",
 				cx, y(b.mean-b.std), y(b.mean+b.std), cx-errorCapHalfW, y(b.mean-b.std), cx+errorCapHalfW, cx-errorCapHalfW, y(b.mean+b.std), cx+errorCapHalfW)
 		}
+		fmt.Fprintf(&s, `<text x="%.1f" y="%.1f" text-anchor="middle" font-size="9">%.3g</text>`+"\n", x+barW/2, y(b.mean+b.std)-3, b.mean)
 		lx, ly := x+barW/2, top+plotH+labelOffset
 		fmt.Fprintf(&s, `<text x="%.1f" y="%.1f" text-anchor="end" transform="rotate(%d %.1f %.1f)">%s</text>`+"\n", lx, ly, labelRotation, lx, ly, html.EscapeString(b.name))
 	}
 	if hasBase {
 		fmt.Fprintf(&s, `<line x1="%.0f" x2="%.0f" y1="%.1f" y2="%.1f" stroke="#c44" stroke-dasharray="%s"/>`+"\n", left, width-10, y(baseVal), y(baseVal), baseLineDashing)
 	}
-	fmt.Fprintf(&s, `<line x1="%.0f" x2="%.0f" y1="%.1f" y2="%.1f" stroke="black"/>`+"\n", left, width-10, y(0), y(0))
+	fmt.Fprintf(&s, `<line x1="%.0f" x2="%.0f" y1="%.1f" y2="%.1f" stroke="black"/>`+"\n", left, width-10, y(lo), y(lo))
 	s.WriteString("</svg>\n")
 	return s.String()
 }

@@ -347,3 +347,21 @@ func sampleFile(src string, n int, dst string) (string, error) {
 	}
 	return dst, nil
 }
+
+// ReadRuns reads the runs.jsonl that Run writes into f.Out.
+func ReadRuns(f *File) ([]RunResult, error) {
+	path := filepath.Join(f.Out, "runs.jsonl")
+	lines, err := readLines(path)
+	if err != nil {
+		return nil, fmt.Errorf("experiment: %w", err)
+	}
+	runs := make([]RunResult, 0, len(lines))
+	for i, l := range lines {
+		var r RunResult
+		if err := json.Unmarshal(l, &r); err != nil {
+			return nil, fmt.Errorf("experiment: %s:%d: %w", path, i+1, err)
+		}
+		runs = append(runs, r)
+	}
+	return runs, nil
+}
