@@ -74,7 +74,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		bar.Describe(fmt.Sprintf("%s %d/%d", suite, done, total))
 		bar.Add(1)
 	}}
-	rep, err := ev.Run(ctx, evalModel{m}, evalCodec{tmpl, tok})
+	rep, err := ev.Run(ctx, evaluator.ModelAdapter{M: m}, evaluator.ChatCodec{ChatTemplate: tmpl, Tok: tok})
 	bar.Finish()
 	if err != nil {
 		return err

@@ -118,7 +118,7 @@ func (d *Daemon) baseline(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		rep, err := d.evaluator().Run(ctx, evalModel{snap}, evalCodec{d.tmpl, d.tok})
+		rep, err := d.evaluator().Run(ctx, evaluator.ModelAdapter{M: snap}, evaluator.ChatCodec{ChatTemplate: d.tmpl, Tok: d.tok})
 		if err != nil {
 			return fmt.Errorf("baseline evaluation: %w", err)
 		}
@@ -174,7 +174,7 @@ func (d *Daemon) evaluateAndGate(ctx context.Context, job evalJob) error {
 	d.status.SetPhase("training + evaluating", true)
 	defer d.status.SetPhase("training", true)
 	start := time.Now()
-	rep, err := d.evaluator().Run(ctx, evalModel{job.m}, evalCodec{d.tmpl, d.tok})
+	rep, err := d.evaluator().Run(ctx, evaluator.ModelAdapter{M: job.m}, evaluator.ChatCodec{ChatTemplate: d.tmpl, Tok: d.tok})
 	if err != nil {
 		return err
 	}
