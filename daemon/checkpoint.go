@@ -53,7 +53,7 @@ type RunState struct {
 // saveCheckpoint writes a whole training checkpoint into dir atomically: it
 // is built in a sibling temporary directory and renamed into place, so a
 // crash leaves either the old checkpoint or the new one.
-func saveCheckpoint(dir string, m *model.Model, tok *tokenizer.Tokenizer, tr *model.Trainer, mixerState []byte, st RunState) error {
+func saveCheckpoint(dir string, m *model.Model, tok *tokenizer.Tokenizer, opt *model.TrainingState, mixerState []byte, st RunState) error {
 	parent := filepath.Dir(filepath.Clean(dir))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
@@ -69,7 +69,7 @@ func saveCheckpoint(dir string, m *model.Model, tok *tokenizer.Tokenizer, tr *mo
 	if err := tok.Save(filepath.Join(tmp, "tokenizer.json")); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	if err := tr.SaveTrainingState(filepath.Join(tmp, trainingStateFile)); err != nil {
+	if err := opt.Save(filepath.Join(tmp, trainingStateFile)); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	if err := evaluator.WriteFileAtomic(filepath.Join(tmp, mixerStateFile), mixerState); err != nil {

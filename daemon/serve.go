@@ -91,6 +91,9 @@ type Daemon struct {
 	state    RunState
 	live     ops.Config
 	lastCkpt int
+	// ckptPending receives the result of the checkpoint being written;
+	// only the training goroutine touches it.
+	ckptPending chan error
 	// Evaluation: the training goroutine snapshots the model between steps
 	// and hands it to the evaluation goroutine through evalJobs.
 	evalJobs   chan evalJob
@@ -195,7 +198,7 @@ func Run(ctx context.Context, cfg ops.Config, opts RunOptions, log *slog.Logger,
 		}
 	}
 	d.status.SetPhase("stopping", false)
-	if cerr := d.checkpoint(); cerr != nil && trainErr == nil {
+	if cerr := d.checkpoint(true); cerr != nil && trainErr == nil {
 		trainErr = cerr
 	}
 	return trainErr
@@ -490,7 +493,7 @@ func (d *Daemon) trainLoop(ctx context.Context) error {
 		due := d.state.Step-d.lastCkpt >= d.cfg.Train.CheckpointEvery
 		d.mu.Unlock()
 		if due {
-			if err := d.checkpoint(); err != nil {
+			if err := d.checkpoint(false); err != nil {
 				return err
 			}
 		}
@@ -615,14 +618,20 @@ func (d *Daemon) trainStep(ctx context.Context, b *mixer.Batch) error {
 	return nil
 }
 
-// checkpoint writes the training checkpoint.
-func (d *Daemon) checkpoint() error {
+// checkpoint takes a training checkpoint. The state is copied between two
+// steps on the training goroutine (weights, AdamW moments, mixer state, run
+// state: a few memory copies) and written to disk by a background goroutine
+// while training goes on; wait makes it synchronous (shutdown). At most one
+// write is in flight: a new checkpoint first waits for the previous one,
+// and returns its error.
+func (d *Daemon) checkpoint(wait bool) error {
 	if d.tr == nil || d.mix == nil {
 		return nil
 	}
+	if err := d.waitCheckpoint(); err != nil {
+		return err
+	}
 	start := time.Now()
-	// State first: it must not include samples handed in after the
-	// snapshot of positions, which the mixer's State takes atomically.
 	ms, err := d.mix.State()
 	if err != nil {
 		return fmt.Errorf("checkpoint: mixer state: %w", err)
@@ -631,16 +640,48 @@ func (d *Daemon) checkpoint() error {
 	st := d.state
 	st.NextFreshSeq = d.mix.NextFreshSeq()
 	st.Trained = append([]string(nil), d.state.Trained...)
+	st.TokensBySlot = copyMap(d.state.TokensBySlot)
+	st.SamplesBySlot = copyMap(d.state.SamplesBySlot)
+	st.Policies = append([]PolicySpan(nil), d.state.Policies...)
 	d.mu.Unlock()
-	if err := saveCheckpoint(d.ckptDir, d.model, d.tok, d.tr, ms, st); err != nil {
-		return err
+	weights, err := d.model.Clone(model.NewCPUBackend(1))
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	opt, err := d.tr.Snapshot()
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
 	}
 	d.mu.Lock()
 	d.lastCkpt = st.Step
 	d.mu.Unlock()
-	d.metrics.CheckpointSecond.Observe(time.Since(start).Seconds())
-	d.log.Debug("checkpoint written", "step", st.Step, "seconds", time.Since(start).Seconds())
+	done := make(chan error, 1)
+	d.ckptPending = done
+	go func() {
+		err := saveCheckpoint(d.ckptDir, weights, d.tok, opt, ms, st)
+		if err == nil {
+			d.metrics.CheckpointSecond.Observe(time.Since(start).Seconds())
+			d.log.Debug("checkpoint written", "step", st.Step, "seconds", time.Since(start).Seconds())
+		}
+		done <- err
+	}()
+	if wait {
+		return d.waitCheckpoint()
+	}
 	return nil
+}
+
+// waitCheckpoint waits for the checkpoint being written, if any.
+func (d *Daemon) waitCheckpoint() error {
+	if d.ckptPending == nil {
+		return nil
+	}
+	err := <-d.ckptPending
+	d.ckptPending = nil
+	if err != nil {
+		d.log.Error("checkpoint failed", "err", err)
+	}
+	return err
 }
 
 func (d *Daemon) close() error {

@@ -271,6 +271,23 @@ type trainingMeta struct {
 // position) and the RNG state to path atomically (temp file, fsync, rename,
 // fsync dir). The weights are saved separately with Model.Save.
 func (t *Trainer) SaveTrainingState(path string) error {
+	st, err := t.Snapshot()
+	if err != nil {
+		return err
+	}
+	return st.Save(path)
+}
+
+// TrainingState is a host copy of the optimiser state (AdamW moments, step,
+// RNG, options). Taking it between two steps and writing it elsewhere lets
+// a checkpoint go to disk while training continues.
+type TrainingState struct {
+	tensors map[string]SafeTensor
+	meta    map[string]string
+}
+
+// Snapshot copies the training state to host memory.
+func (t *Trainer) Snapshot() (*TrainingState, error) {
 	ts := map[string]SafeTensor{}
 	for i, p := range t.m.params {
 		for _, mv := range []struct {
@@ -284,13 +301,18 @@ func (t *Trainer) SaveTrainingState(path string) error {
 	}
 	rs, err := t.pcg.MarshalBinary()
 	if err != nil {
-		return fmt.Errorf("save training state: %w", err)
+		return nil, fmt.Errorf("snapshot training state: %w", err)
 	}
 	meta, err := json.Marshal(trainingMeta{Step: t.step, RNG: base64.StdEncoding.EncodeToString(rs), Options: t.opt, Params: len(t.m.params)})
 	if err != nil {
-		return fmt.Errorf("save training state: %w", err)
+		return nil, fmt.Errorf("snapshot training state: %w", err)
 	}
-	if err := WriteSafetensors(path, ts, map[string]string{"replayd_training_state": string(meta), "step": strconv.Itoa(t.step)}, false); err != nil {
+	return &TrainingState{tensors: ts, meta: map[string]string{"replayd_training_state": string(meta), "step": strconv.Itoa(t.step)}}, nil
+}
+
+// Save writes the state atomically (what LoadTrainingState reads).
+func (s *TrainingState) Save(path string) error {
+	if err := WriteSafetensors(path, s.tensors, s.meta, false); err != nil {
 		return fmt.Errorf("save training state: %w", err)
 	}
 	return nil

@@ -26,14 +26,15 @@ import (
 func main() {
 	data := flag.String("data", "../shared/data", "shared data directory")
 	steps := flag.Int("steps", 40, "optimiser steps to time (after one warm-up step)")
+	ckpt := flag.Int("checkpoint-every", 20, "training checkpoint every N steps")
 	flag.Parse()
-	if err := run(*data, *steps); err != nil {
+	if err := run(*data, *steps, *ckpt); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-e2e:", err)
 		os.Exit(1)
 	}
 }
 
-func run(data string, steps int) error {
+func run(data string, steps, ckptEvery int) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "bench-e2e-")
 	if err != nil {
@@ -78,7 +79,7 @@ func run(data string, steps int) error {
 	cfg.HTTP.Addr = ""
 	cfg.Model.Base = base
 	cfg.Train.SeqLen, cfg.Train.BatchSize, cfg.Train.MaxSteps = 256, 8, steps+1
-	cfg.Train.CheckpointEvery = 20
+	cfg.Train.CheckpointEvery = ckptEvery
 	cfg.Eval.Suites = nil
 	var batches []*mixer.Batch
 	var first, last time.Time
