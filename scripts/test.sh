@@ -20,3 +20,8 @@ fuzz() { # package target
 fuzz ./ingest FuzzDecode
 fuzz ./model FuzzSafetensorsHeader
 fuzz ./tokenizer FuzzPreTokenizers
+
+# The ablation harness end to end on real data, at CI size (about a minute).
+if [[ -d ../shared/data ]]; then
+	make --no-print-directory experiments-quick TAGS="$TAGS"
+fi
