@@ -82,3 +82,50 @@ func TestCheckpointsCLI(t *testing.T) {
 		t.Fatalf("pulled config.json %q, %v", got, err)
 	}
 }
+
+// TestIngestCLI publishes a file with `replayd ingest`: valid lines are
+// stored once (a second run counts duplicates), invalid ones are reported
+// with their line numbers and reasons.
+func TestIngestCLI(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := ingest.Connect(ctx, ingest.NATSOptions{Embedded: ingest.EmbeddedOptions{DataDir: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	file := filepath.Join(t.TempDir(), "sft.jsonl")
+	lines := `{"id": "a", "instruction": "Sentiment?", "input": "Profit rose.", "output": "positive"}
+{"id": "b", "instruction": "Sentiment?", "input": "Profit fell.", "output": "negative"}
+{"id": "c", "instruction": "Sentiment?", "output": ""}
+not json
+{"instruction": "Sentiment?", "input": "Flat.", "output": "neutral"}
+`
+	if err := os.WriteFile(file, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func() string {
+		var out, errOut bytes.Buffer
+		err := Main(ctx, []string{"ingest", "--url", conn.ClientURL(), "--kind", "sft", "--domain", "fin", "--no-progress", file}, &out, &errOut)
+		if err != nil {
+			t.Fatalf("ingest: %v\n%s", err, errOut.String())
+		}
+		return out.String() + errOut.String()
+	}
+	first := run()
+	for _, want := range []string{"published=3", "rejected=2", ":3:", ":4:"} {
+		if !strings.Contains(first, want) {
+			t.Errorf("first run output lacks %q:\n%s", want, first)
+		}
+	}
+	if second := run(); !strings.Contains(second, "duplicate=3") || !strings.Contains(second, "published=0") {
+		t.Errorf("second run:\n%s", second)
+	}
+	s, err := conn.JS.Stream(ctx, ingest.DefaultStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 3 {
+		t.Fatalf("stream holds %d messages, want 3", n)
+	}
+}
