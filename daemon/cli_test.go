@@ -12,6 +12,7 @@ import (
 
 	"replayd/evaluator"
 	"replayd/ingest"
+	"replayd/policies"
 )
 
 func TestCLIUsage(t *testing.T) {
@@ -127,5 +128,58 @@ not json
 	}
 	if n := s.CachedInfo().State.Msgs; n != 3 {
 		t.Fatalf("stream holds %d messages, want 3", n)
+	}
+}
+
+// TestPolicyCLI pushes, lists and rolls back policies with `replayd policy`,
+// refuses a hostile module at push, and runs `policy test` offline.
+func TestPolicyCLI(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, err := ingest.Connect(ctx, ingest.NATSOptions{Embedded: ingest.EmbeddedOptions{DataDir: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	dir := t.TempDir()
+	for _, name := range []string{"joint-replay", "sft-only"} {
+		wasm, err := policies.Builtin(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+".wasm"), wasm, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := conn.ClientURL()
+	run := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := Main(ctx, append([]string{"policy"}, args...), &out, &errOut)
+		return out.String() + errOut.String(), err
+	}
+	for _, name := range []string{"joint-replay", "sft-only"} {
+		if out, err := run("push", filepath.Join(dir, name+".wasm"), "--name", name, "--url", url); err != nil || !strings.Contains(out, "pushed "+name) {
+			t.Fatalf("push %s: %v\n%s", name, err, out)
+		}
+	}
+	if out, err := run("push", "../policies/testdata/hostile/trap.wasm", "--url", url); err == nil {
+		t.Fatalf("hostile module pushed:\n%s", out)
+	}
+	out, err := run("list", "--url", url)
+	if err != nil || strings.Index(out, "joint-replay") > strings.Index(out, "sft-only") || strings.Contains(out, "trap") {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	if out, err := run("rollback", "--url", url); err != nil || !strings.Contains(out, "active joint-replay") {
+		t.Fatalf("rollback: %v\n%s", err, out)
+	}
+	data := filepath.Join(dir, "samples.jsonl")
+	var b strings.Builder
+	for i := 0; i < 200; i++ {
+		b.WriteString(`{"text": "Shares of the company rose sharply after the quarterly report was published."}` + "\n")
+	}
+	os.WriteFile(data, []byte(b.String()), 0o644)
+	out, err = run("test", "joint-replay", "--data", data, "--batch", "2", "--seq-len", "64")
+	if err != nil || !strings.Contains(out, "policy joint-replay") || !strings.Contains(out, "packing efficiency") {
+		t.Fatalf("policy test: %v\n%s", err, out)
 	}
 }
