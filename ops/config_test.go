@@ -123,20 +123,31 @@ func TestReloadLiveAndRestartKeys(t *testing.T) {
 	defer cancel()
 	changes := make(chan Change, 4)
 	done := make(chan error, 1)
-	go func() { done <- Watch(ctx, l, cur, func(c Change) { changes <- c }) }()
-	next := func() Change {
-		select {
-		case c := <-changes:
-			return c
-		case <-ctx.Done():
-			t.Fatal("no reload seen")
+	go func() {
+		done <- Watch(ctx, l, cur, func(c Change) {
+			select {
+			case changes <- c:
+			default: // the test rewrites until it sees what it waits for
+			}
+		})
+	}()
+	// The watcher starts asynchronously: write until a reload reports what
+	// the test waits for.
+	writeUntil := func(body string, ok func(Change) bool) Change {
+		for {
+			writeFile(t, dir, "replayd.yaml", body)
+			select {
+			case c := <-changes:
+				if ok(c) {
+					return c
+				}
+			case <-time.After(300 * time.Millisecond):
+			case <-ctx.Done():
+				t.Fatal("no reload seen")
+			}
 		}
-		return Change{}
 	}
-	// The watcher needs a moment to start; rewrite until a change shows up.
-	time.Sleep(200 * time.Millisecond)
-	writeFile(t, dir, "replayd.yaml", "train:\n  lr: 0.002\n  seq_len: 256\neval:\n  every_steps: 10\n")
-	ch := next()
+	ch := writeUntil("train:\n  lr: 0.002\n  seq_len: 256\neval:\n  every_steps: 10\n", func(c Change) bool { return c.Err != nil || len(c.Live) > 0 })
 	if ch.Err != nil {
 		t.Fatal(ch.Err)
 	}
@@ -146,9 +157,9 @@ func TestReloadLiveAndRestartKeys(t *testing.T) {
 	if ch.Config.Train.LR != 0.002 || ch.Config.Eval.EverySteps != 10 || ch.Config.Train.SeqLen != cur.Train.SeqLen {
 		t.Fatalf("merged config wrong: lr=%v every=%d seq=%d", ch.Config.Train.LR, ch.Config.Eval.EverySteps, ch.Config.Train.SeqLen)
 	}
-	writeFile(t, dir, "replayd.yaml", "train: [broken\n")
-	if ch := next(); ch.Err == nil || ch.Config.Train.LR != 0.002 {
-		t.Fatalf("broken yaml: err=%v lr=%v", ch.Err, ch.Config.Train.LR)
+	ch = writeUntil("train: [broken\n", func(c Change) bool { return c.Err != nil })
+	if ch.Config.Train.LR != 0.002 {
+		t.Fatalf("broken yaml changed the config: lr=%v", ch.Config.Train.LR)
 	}
 	cancel()
 	if err := <-done; err != nil {
