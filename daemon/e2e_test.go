@@ -176,8 +176,10 @@ func TestEndToEndGatePublishesAndRefuses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(evals) < 3 || !evals[0].Baseline {
-				t.Fatalf("want a baseline and at least two evaluations, got %+v", evals)
+			// Evaluations that would overlap a running one are skipped, so
+			// a slow machine may see fewer than max_steps/every_steps.
+			if len(evals) < 2 || !evals[0].Baseline {
+				t.Fatalf("want a baseline and at least one evaluation, got %+v", evals)
 			}
 			for _, e := range evals[1:] {
 				if !c.publish && (e.Pass || len(e.Reasons) == 0 || !strings.Contains(strings.Join(e.Reasons, " "), "seen")) {
