@@ -11,6 +11,11 @@ if [[ -n "$unformatted" ]]; then
 	echo "gofmt needed on:"; echo "$unformatted"; exit 1
 fi
 go vet "${tagflag[@]}" ./...
+# The ablation harness end to end on real data, at CI size (about a minute).
+if [[ -d ../shared/data ]]; then
+	make --no-print-directory experiments-quick TAGS="$TAGS"
+fi
+
 go test "${tagflag[@]}" -count=1 -timeout 40m ./...
 
 # Brief fuzzing of the decoders (the seed corpora already ran above).
@@ -21,7 +26,3 @@ fuzz ./ingest FuzzDecode
 fuzz ./model FuzzSafetensorsHeader
 fuzz ./tokenizer FuzzPreTokenizers
 
-# The ablation harness end to end on real data, at CI size (about a minute).
-if [[ -d ../shared/data ]]; then
-	make --no-print-directory experiments-quick TAGS="$TAGS"
-fi
