@@ -91,6 +91,8 @@ type Daemon struct {
 	state    RunState
 	live     ops.Config
 	lastCkpt int
+	// batchTaken wakes the ingest pump when training took a batch.
+	batchTaken chan struct{}
 	// ckptPending receives the result of the checkpoint being written;
 	// only the training goroutine touches it.
 	ckptPending chan error
@@ -110,7 +112,7 @@ func Run(ctx context.Context, cfg ops.Config, opts RunOptions, log *slog.Logger,
 		opts.Out = io.Discard
 	}
 	d := &Daemon{cfg: cfg, live: cfg, opts: opts, log: log, level: level, metrics: ops.NewMetrics(),
-		ckptDir: filepath.Join(cfg.DataDir, "checkpoint"), evalJobs: make(chan evalJob, 1)}
+		ckptDir: filepath.Join(cfg.DataDir, "checkpoint"), evalJobs: make(chan evalJob, 1), batchTaken: make(chan struct{}, 1)}
 	d.local = evaluator.LocalDir{Root: cfg.Publish.Dir, Keep: cfg.Publish.Keep}
 	if d.local.Root == "" {
 		d.local.Root = filepath.Join(cfg.DataDir, "published")
@@ -435,12 +437,14 @@ func (d *Daemon) pump(ctx context.Context, r *ingest.Reader) {
 			return
 		}
 		d.metrics.IngestSamples.WithLabelValues(s.Bucket.String()).Inc()
-		// Backpressure: the log keeps what the mixer has no room for.
+		// Backpressure: the log keeps what the mixer has no room for. The
+		// pump sleeps until the training goroutine takes a batch (no
+		// polling: every wake-up on a busy machine delays a training op).
 		for d.mix.Waiting() > maxWaiting {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(20 * time.Millisecond):
+			case <-d.batchTaken:
 			}
 		}
 		buf = append(buf[:0], s)
@@ -465,6 +469,10 @@ func (d *Daemon) trainLoop(ctx context.Context) error {
 		mixStart := time.Now()
 		batch, err := d.mix.Next(ctx)
 		if err == nil {
+			select {
+			case d.batchTaken <- struct{}{}:
+			default:
+			}
 			d.metrics.BatchSeconds.Observe(time.Since(mixStart).Seconds())
 			for s, p := range batch.Stats.Proportions {
 				d.metrics.MixtureTarget.WithLabelValues(mixer.SlotName(s)).Set(p)

@@ -27,14 +27,15 @@ func main() {
 	data := flag.String("data", "../shared/data", "shared data directory")
 	steps := flag.Int("steps", 40, "optimiser steps to time (after one warm-up step)")
 	ckpt := flag.Int("checkpoint-every", 20, "training checkpoint every N steps")
+	rounds := flag.Int("rounds", 2, "alternating daemon/bare rounds")
 	flag.Parse()
-	if err := run(*data, *steps, *ckpt); err != nil {
+	if err := run(*data, *steps, *ckpt, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-e2e:", err)
 		os.Exit(1)
 	}
 }
 
-func run(data string, steps, ckptEvery int) error {
+func run(data string, steps, ckptEvery, rounds int) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "bench-e2e-")
 	if err != nil {
@@ -75,54 +76,65 @@ func run(data string, steps, ckptEvery int) error {
 	}
 
 	cfg := ops.DefaultConfig()
-	cfg.DataDir = filepath.Join(work, "run")
 	cfg.HTTP.Addr = ""
 	cfg.Model.Base = base
 	cfg.Train.SeqLen, cfg.Train.BatchSize, cfg.Train.MaxSteps = 256, 8, steps+1
 	cfg.Train.CheckpointEvery = ckptEvery
 	cfg.Eval.Suites = nil
-	var batches []*mixer.Batch
-	var first, last time.Time
-	opts := daemon.RunOptions{
-		SeedData: daemon.SeedFromData(ds, 0),
-		OnStep: func(step int, b *mixer.Batch) {
-			batches = append(batches, b)
-			if step == 1 {
-				first = time.Now()
-			}
-			last = time.Now()
-		},
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := daemon.Run(ctx, cfg, opts, log, new(slog.LevelVar)); err != nil {
-		return err
-	}
-	if len(batches) != steps+1 {
-		return fmt.Errorf("daemon trained %d steps, want %d", len(batches), steps+1)
-	}
 	tokens := float64(steps * cfg.Train.BatchSize * cfg.Train.SeqLen)
-	daemonTPS := tokens / last.Sub(first).Seconds()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	// The bare trainer: same weights, options and batches, nothing else.
-	m, err := model.Load(base, model.NewCPUBackend(threads))
-	if err != nil {
-		return err
-	}
-	tr, err := model.NewTrainer(m, daemon.TrainOptions(cfg))
-	if err != nil {
-		return err
-	}
-	var start time.Time
-	for i, b := range batches {
-		if i == 1 {
-			start = time.Now()
+	// Rounds alternate daemon and bare runs so that drift of the machine
+	// (page-cache writeback, frequency) falls on both alike.
+	var daemonSec, bareSec float64
+	for r := 0; r < rounds; r++ {
+		cfg.DataDir = filepath.Join(work, fmt.Sprintf("run%d", r))
+		var batches []*mixer.Batch
+		var first, last time.Time
+		opts := daemon.RunOptions{
+			SeedData: daemon.SeedFromData(ds, 0),
+			OnStep: func(step int, b *mixer.Batch) {
+				batches = append(batches, b)
+				if step == 1 {
+					first = time.Now()
+				}
+				last = time.Now()
+			},
 		}
-		if _, err := tr.Step(ctx, []model.Batch{daemon.ToModelBatch(b)}); err != nil {
+		if err := daemon.Run(ctx, cfg, opts, log, new(slog.LevelVar)); err != nil {
 			return err
 		}
+		if len(batches) != steps+1 {
+			return fmt.Errorf("daemon trained %d steps, want %d", len(batches), steps+1)
+		}
+		d := last.Sub(first).Seconds()
+
+		// The bare trainer: same weights, options and batches, nothing else.
+		m, err := model.Load(base, model.NewCPUBackend(threads))
+		if err != nil {
+			return err
+		}
+		tr, err := model.NewTrainer(m, daemon.TrainOptions(cfg))
+		if err != nil {
+			return err
+		}
+		var start time.Time
+		for i, b := range batches {
+			if i == 1 {
+				start = time.Now()
+			}
+			if _, err := tr.Step(ctx, []model.Batch{daemon.ToModelBatch(b)}); err != nil {
+				return err
+			}
+		}
+		bs := time.Since(start).Seconds()
+		fmt.Printf("round %d: daemon_tok_s=%.0f bare_tok_s=%.0f\n", r+1, tokens/d, tokens/bs)
+		daemonSec += d
+		bareSec += bs
 	}
-	bareTPS := tokens / time.Since(start).Seconds()
-	fmt.Printf("steps=%d batch=%dx%d threads=%d checkpoint_every=%d\n", steps, cfg.Train.BatchSize, cfg.Train.SeqLen, threads, cfg.Train.CheckpointEvery)
+	daemonTPS := tokens * float64(rounds) / daemonSec
+	bareTPS := tokens * float64(rounds) / bareSec
+	fmt.Printf("steps=%d batch=%dx%d threads=%d checkpoint_every=%d rounds=%d\n", steps, cfg.Train.BatchSize, cfg.Train.SeqLen, threads, cfg.Train.CheckpointEvery, rounds)
 	fmt.Printf("bench-e2e daemon_tok_s=%.0f bare_tok_s=%.0f ratio=%.3f\n", daemonTPS, bareTPS, daemonTPS/bareTPS)
 	return nil
 }
