@@ -525,7 +525,10 @@ func (d *Daemon) drained(ctx context.Context) (bool, error) {
 	if d.mix.Waiting() > 0 {
 		return false, nil
 	}
-	last, err := d.ilog.LastSeq(ctx)
+	// A JetStream request whose answer is lost would wait for ctx forever.
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	last, err := d.ilog.LastSeq(cctx)
 	if err != nil {
 		return false, err
 	}

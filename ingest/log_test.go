@@ -306,7 +306,11 @@ func TestReaderSurvivesServerRestart(t *testing.T) {
 	// producers' job, so retry here until the stream answers.
 	var lastErr error
 	waitFor(t, 30*time.Second, "stream available", func() bool {
-		_, lastErr = l.LastSeq(ctx)
+		// A request sent while the restarted server's JetStream is still
+		// starting may never be answered: bound each try.
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, lastErr = l.LastSeq(cctx)
 		if lastErr != nil {
 			t.Logf("LastSeq: %v", lastErr)
 		}
