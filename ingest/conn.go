@@ -118,7 +118,11 @@ func Connect(ctx context.Context, opts NATSOptions) (*Conn, error) {
 		nats.Timeout(opts.ConnectTimeout),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(opts.ReconnectWait),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err == nil || nc.IsClosed() || nc.IsDraining() {
+				log.Debug("nats connection closed") // our own Close or Drain
+				return
+			}
 			log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
