@@ -545,16 +545,11 @@ func freshSamples(b *mixer.Batch) int {
 	return n
 }
 
-// ToModelBatch shares the mixer batch's slices with a model batch.
+// ToModelBatch shares the mixer batch's slices with a model batch (padding's
+// PadSlot bucket is ignored by the model: padding has no target).
 func ToModelBatch(b *mixer.Batch) model.Batch {
-	buckets := make([]uint8, len(b.Buckets))
-	for i, s := range b.Buckets {
-		if int(s) < model.MaxBuckets {
-			buckets[i] = s
-		}
-	}
 	return model.Batch{B: b.B, T: b.T, Tokens: b.Tokens, Targets: b.Targets, Weights: b.Weights,
-		DocIDs: b.DocIDs, Positions: b.Positions, Buckets: buckets}
+		DocIDs: b.DocIDs, Positions: b.Positions, Buckets: b.Buckets}
 }
 
 func (d *Daemon) trainStep(ctx context.Context, b *mixer.Batch) error {

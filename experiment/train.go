@@ -83,17 +83,11 @@ func loadPolicy(ctx context.Context, host *mixer.Host, ph resolvedPhase) (*mixer
 	return p, nil
 }
 
-// toModelBatch shares a mixer batch's slices with a model batch; padding's
-// bucket (PadSlot) becomes 0, where its zero weight adds nothing.
+// toModelBatch shares a mixer batch's slices with a model batch (padding's
+// PadSlot bucket is ignored by the model: padding has no target).
 func toModelBatch(b *mixer.Batch) model.Batch {
-	buckets := make([]uint8, len(b.Buckets))
-	for i, s := range b.Buckets {
-		if int(s) < model.MaxBuckets {
-			buckets[i] = s
-		}
-	}
 	return model.Batch{B: b.B, T: b.T, Tokens: b.Tokens, Targets: b.Targets, Weights: b.Weights,
-		DocIDs: b.DocIDs, Positions: b.Positions, Buckets: buckets}
+		DocIDs: b.DocIDs, Positions: b.Positions, Buckets: b.Buckets}
 }
 
 // trainRun trains m in place: one mixer over the run's stream, one policy

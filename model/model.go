@@ -273,7 +273,8 @@ type Batch struct {
 	// DocIDs: document per position (-1 = padding); attention never
 	// crosses documents. Positions restart at 0 for each document.
 	DocIDs, Positions []int32
-	// Buckets is the loss bucket of each position (< MaxBuckets); may be
+	// Buckets is the loss bucket of each position with a target
+	// (< MaxBuckets; ignored where the target is -1); may be
 	// nil, meaning bucket 0 everywhere.
 	Buckets []uint8
 }
@@ -306,7 +307,9 @@ func (b *Batch) Validate(cfg Config) error {
 		if w := b.Weights[i]; !(w >= 0) || math.IsInf(float64(w), 0) {
 			return fmt.Errorf("batch: weight %v at %d not finite and non-negative", w, i)
 		}
-		if b.Buckets != nil && b.Buckets[i] >= MaxBuckets {
+		// A position without a target carries no loss, so its bucket is
+		// never read (packers mark padding with an out-of-range slot).
+		if b.Buckets != nil && b.Targets[i] >= 0 && b.Buckets[i] >= MaxBuckets {
 			return fmt.Errorf("batch: bucket %d at %d >= %d", b.Buckets[i], i, MaxBuckets)
 		}
 	}
