@@ -163,7 +163,9 @@ func Run(ctx context.Context, cfg ops.Config, opts RunOptions, log *slog.Logger,
 		}
 	}
 	reader, err := d.ilog.Read(runCtx, ingest.ReadOptions{
-		StartSeq: d.mix.NextFreshSeq(), Logger: log,
+		// The mixer keeps its own replay pools; the log's index would be a
+		// second, never-read copy growing with every sample.
+		StartSeq: d.mix.NextFreshSeq(), Logger: log, NoIndex: true,
 		OnReject: func(r ingest.Rejection) {
 			d.metrics.DeadLetters.WithLabelValues(string(r.Reason)).Inc()
 			log.Warn("sample rejected", "seq", r.Seq, "subject", r.Subject, "reason", r.Reason, "detail", r.Detail)
