@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"replayd/evaluator"
+	"replayd/internal/atomicfs"
 	"replayd/model"
 	"replayd/tokenizer"
 )
@@ -72,54 +73,20 @@ func saveCheckpoint(dir string, m *model.Model, tok *tokenizer.Tokenizer, opt *m
 	if err := opt.Save(filepath.Join(tmp, trainingStateFile)); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	if err := evaluator.WriteFileAtomic(filepath.Join(tmp, mixerStateFile), mixerState); err != nil {
+	if err := atomicfs.WriteFile(filepath.Join(tmp, mixerStateFile), mixerState); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	raw, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	if err := evaluator.WriteFileAtomic(filepath.Join(tmp, stateFile), raw); err != nil {
+	if err := atomicfs.WriteFile(filepath.Join(tmp, stateFile), raw); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	if err := swapDir(tmp, dir); err != nil {
+	if err := atomicfs.ReplaceDir(tmp, dir); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
-}
-
-// swapDir replaces dst with the finished directory src. Between the two
-// renames dst is missing and dst+".old" holds the previous checkpoint;
-// findCheckpoint falls back to it.
-func swapDir(src, dst string) error {
-	if err := syncPath(src); err != nil {
-		return err
-	}
-	old := dst + ".old"
-	if err := os.RemoveAll(old); err != nil {
-		return err
-	}
-	if _, err := os.Stat(dst); err == nil {
-		if err := os.Rename(dst, old); err != nil {
-			return err
-		}
-	}
-	if err := os.Rename(src, dst); err != nil {
-		return err
-	}
-	if err := syncPath(filepath.Dir(dst)); err != nil {
-		return err
-	}
-	return os.RemoveAll(old)
-}
-
-func syncPath(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // findCheckpoint returns the checkpoint directory to resume from, or "" when

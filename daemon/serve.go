@@ -21,6 +21,7 @@ import (
 	"replayd/evaluator"
 	"replayd/gpu"
 	"replayd/ingest"
+	"replayd/internal/atomicfs"
 	"replayd/mixer"
 	"replayd/mixer/policystore"
 	"replayd/model"
@@ -732,5 +733,5 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return evaluator.WriteFileAtomic(path, raw)
+	return atomicfs.WriteFile(path, raw)
 }

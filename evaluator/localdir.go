@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"replayd/internal/atomicfs"
 	"sort"
 	"strings"
 )
@@ -38,10 +39,10 @@ func (d LocalDir) Publish(version, src string) error {
 			return fmt.Errorf("publish %s: %w", version, err)
 		}
 	}
-	if err := replaceDir(tmp, filepath.Join(d.Root, version)); err != nil {
+	if err := atomicfs.ReplaceDir(tmp, filepath.Join(d.Root, version)); err != nil {
 		return fmt.Errorf("publish %s: %w", version, err)
 	}
-	if err := WriteFileAtomic(filepath.Join(d.Root, "LATEST"), []byte(version+"\n")); err != nil {
+	if err := atomicfs.WriteFile(filepath.Join(d.Root, "LATEST"), []byte(version+"\n")); err != nil {
 		return fmt.Errorf("publish %s: %w", version, err)
 	}
 	return d.prune(version)
@@ -151,32 +152,6 @@ func (d LocalDir) Handler() http.Handler {
 	})
 }
 
-// WriteFileAtomic writes data to path through a temporary file in the same
-// directory, fsyncs it, renames it into place and fsyncs the directory.
-func WriteFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
 func copyFileSync(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -196,40 +171,6 @@ func copyFileSync(src, dst string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	return nil
-}
-
-// replaceDir moves the finished directory tmp to dst, replacing an old dst.
-func replaceDir(tmp, dst string) error {
-	if err := syncDir(tmp); err != nil {
-		return err
-	}
-	old := ""
-	if _, err := os.Stat(dst); err == nil {
-		old = dst + ".old"
-		os.RemoveAll(old)
-		if err := os.Rename(dst, old); err != nil {
-			return fmt.Errorf("move aside %s: %w", dst, err)
-		}
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("rename into %s: %w", dst, err)
-	}
-	if old != "" {
-		os.RemoveAll(old)
-	}
-	return syncDir(filepath.Dir(dst))
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

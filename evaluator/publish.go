@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"replayd/internal/atomicfs"
 	"sort"
 	"strings"
 	"time"
@@ -255,7 +256,7 @@ func (r *Registry) PullProgress(ctx context.Context, version, outDir string, pro
 			return Manifest{}, fmt.Errorf("pull %s: %w", version, err)
 		}
 	}
-	if err := replaceDir(tmp, outDir); err != nil {
+	if err := atomicfs.ReplaceDir(tmp, outDir); err != nil {
 		return Manifest{}, fmt.Errorf("pull %s: %w", version, err)
 	}
 	return m, nil

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"replayd/internal/atomicfs"
 )
 
 // MaxBuckets is the number of loss buckets a Batch may use (bucket indices 0..7).
@@ -145,7 +146,7 @@ func writeConfig(dir string, c Config, dtype string) error {
 	if err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "config.json"), raw); err != nil {
+	if err := atomicfs.WriteFile(filepath.Join(dir, "config.json"), raw); err != nil {
 		return err
 	}
 	gen := map[string]any{"bos_token_id": c.BOSTokenID, "eos_token_id": c.EOSTokenID, "do_sample": false}
@@ -156,45 +157,5 @@ func writeConfig(dir string, c Config, dtype string) error {
 	if err != nil {
 		return fmt.Errorf("write generation config: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, "generation_config.json"), raw)
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, fsyncs it, renames it over path and fsyncs the directory, so a
-// crash leaves either the old or the new file, never a torn one.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write %s: open dir: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync dir: %w", path, err)
-	}
-	return nil
+	return atomicfs.WriteFile(filepath.Join(dir, "generation_config.json"), raw)
 }

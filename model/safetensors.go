@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"replayd/internal/atomicfs"
 	"sort"
 )
 
@@ -264,5 +265,5 @@ func WriteSafetensors(path string, tensors map[string]SafeTensor, meta map[strin
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return writeFileAtomic(path, raw)
+	return atomicfs.WriteFile(path, raw)
 }
