@@ -2,9 +2,13 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -104,10 +108,7 @@ func (d *Daemon) baseline(ctx context.Context) error {
 		}
 		return nil
 	}
-	hash, err := weightsHash(d.model)
-	if err != nil {
-		return err
-	}
+	hash := weightsHash(d.model)
 	cache := filepath.Join(d.cfg.DataDir, "eval-cache", hash[:16]+".json")
 	var scores evaluator.Scores
 	if raw, err := os.ReadFile(cache); err == nil && json.Unmarshal(raw, &scores) == nil {
@@ -142,16 +143,30 @@ func (d *Daemon) baseline(ctx context.Context) error {
 	return nil
 }
 
-func weightsHash(m *model.Model) (string, error) {
-	dir, err := os.MkdirTemp("", "replayd-hash-")
-	if err != nil {
-		return "", err
+// weightsHash identifies a model's weights: SHA-256 over the tensors in
+// name order (name, shape, float32 bits), hashed in memory.
+func weightsHash(m *model.Model) string {
+	ts := m.Tensors()
+	names := make([]string, 0, len(ts))
+	for n := range ts {
+		names = append(names, n)
 	}
-	defer os.RemoveAll(dir)
-	if err := m.Save(dir); err != nil {
-		return "", err
+	sort.Strings(names)
+	h := sha256.New()
+	var buf []byte
+	for _, n := range names {
+		t := ts[n]
+		buf = append(buf[:0], n...)
+		buf = append(buf, 0)
+		for _, d := range t.Shape {
+			buf = binary.LittleEndian.AppendUint64(buf, uint64(d))
+		}
+		for _, v := range t.Data {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+		}
+		h.Write(buf)
 	}
-	return fileHash(filepath.Join(dir, "model.safetensors"))
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Provenance is replayd.json of a published checkpoint.

@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -712,20 +710,6 @@ func (d *Daemon) recordPolicy(p *mixer.Policy, step int) {
 		return
 	}
 	d.status.RecordPolicy(ops.PolicyInfo{Name: p.Name(), Hash: p.Hash(), Since: step, At: time.Now().UTC()})
-}
-
-// fileHash is the hex SHA-256 of a file.
-func fileHash(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func writeJSON(path string, v any) error {
