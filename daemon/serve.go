@@ -176,9 +176,7 @@ func Run(ctx context.Context, cfg ops.Config, opts RunOptions, log *slog.Logger,
 	defer func() { cancel(); reader.Close() }()
 	wg.Add(1)
 	go func() { defer wg.Done(); d.pump(runCtx, reader) }()
-	if err := d.watchPolicies(runCtx, &wg); err != nil {
-		return err
-	}
+	d.watchPolicies(runCtx, &wg)
 
 	wg.Add(1)
 	go func() { defer wg.Done(); d.watchConfig(runCtx, opts.Loader) }()
