@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"replayd/evaluator"
-	"replayd/ingest"
 	"replayd/ops"
 	"replayd/tokenizer"
 )
@@ -82,22 +81,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	seed := func(ctx context.Context, c *ingest.Conn, subjects ingest.Subjects) error {
-		info, err := c.JS.Stream(ctx, cfg.Ingest.Stream)
-		if err != nil {
-			return err
-		}
-		if info.CachedInfo().State.Msgs > 0 {
-			return nil // published by an earlier run of this demo
-		}
-		fmt.Fprintf(stdout, "demo: publishing %s to the ingest stream\n", src)
-		rep, err := publishData(ctx, c.NC, ds, subjects, ingest.Limits{MaxBytes: cfg.Ingest.MaxSampleBytes}, nil)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "demo: published %d samples (%d duplicates, %d rejected)\n", rep.Published, rep.Duplicates, rep.Rejected)
-		return nil
-	}
+	seed := SeedFromData(ds, cfg.Ingest.MaxSampleBytes, stdout)
 	ready := func(httpAddr, natsURL string) {
 		fmt.Fprintf(stdout, "demo: training; NATS at %s (replayd ingest --url %s FILE.jsonl adds data); Ctrl-C stops with a checkpoint\n", natsURL, natsURL)
 	}

@@ -143,15 +143,22 @@ func publishData(ctx context.Context, nc *nats.Conn, ds DataSet, subjects ingest
 }
 
 // SeedFromData returns a RunOptions.SeedData that publishes the data set's
-// training files when the ingest stream is empty. maxBytes caps a sample
-// (0: the NATS default of 1 MiB).
-func SeedFromData(ds DataSet, maxBytes int) func(context.Context, *ingest.Conn, ingest.Subjects) error {
+// training files when the ingest stream is empty (a restarted run does not
+// publish them again). maxBytes caps a sample (0: the NATS default of
+// 1 MiB); out, when set, gets a line before and after.
+func SeedFromData(ds DataSet, maxBytes int, out io.Writer) func(context.Context, *ingest.Conn, ingest.Subjects) error {
 	return func(ctx context.Context, c *ingest.Conn, subjects ingest.Subjects) error {
 		last, err := streamMsgs(ctx, c, subjects)
 		if err != nil || last > 0 {
 			return err
 		}
-		_, err = publishData(ctx, c.NC, ds, subjects, ingest.Limits{MaxBytes: maxBytes}, nil)
+		if out != nil {
+			fmt.Fprintln(out, "demo: publishing the data set to the ingest stream")
+		}
+		rep, err := publishData(ctx, c.NC, ds, subjects, ingest.Limits{MaxBytes: maxBytes}, nil)
+		if err == nil && out != nil {
+			fmt.Fprintf(out, "demo: published %d samples (%d duplicates, %d rejected)\n", rep.Published, rep.Duplicates, rep.Rejected)
+		}
 		return err
 	}
 }

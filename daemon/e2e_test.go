@@ -117,13 +117,6 @@ func quietLog() (*slog.Logger, *slog.LevelVar) {
 	return slog.New(slog.NewTextHandler(io.Discard, nil)), lv
 }
 
-func seedAll(ds DataSet, limits ingest.Limits) func(context.Context, *ingest.Conn, ingest.Subjects) error {
-	return func(ctx context.Context, c *ingest.Conn, subjects ingest.Subjects) error {
-		_, err := publishData(ctx, c.NC, ds, subjects, limits, nil)
-		return err
-	}
-}
-
 // probeLogits computes the logits of a fixed prompt.
 func probeLogits(t *testing.T, m *model.Model) []float32 {
 	t.Helper()
@@ -169,7 +162,7 @@ func TestEndToEndGatePublishesAndRefuses(t *testing.T) {
 			published := map[string][]float32{}
 			log, lv := quietLog()
 			err := Run(context.Background(), cfg, RunOptions{
-				SeedData:  seedAll(ds, ingest.Limits{}),
+				SeedData:  SeedFromData(ds, 0, nil),
 				OnEval:    func(p ops.EvalPoint) { mu.Lock(); evals = append(evals, p); mu.Unlock() },
 				OnPublish: func(v string, m *model.Model) { mu.Lock(); published[v] = probeLogits(t, m); mu.Unlock() },
 			}, log, lv)

@@ -40,7 +40,7 @@ func TestLivePolicySwap(t *testing.T) {
 	log, lv := quietLog()
 	go func() {
 		done <- Run(runCtx, cfg, RunOptions{
-			SeedData: SeedFromData(ds, 0),
+			SeedData: SeedFromData(ds, 0, nil),
 			Ready:    func(addr, url string) { httpAddr <- addr; natsURL <- url },
 			OnStep: func(step int, b *mixer.Batch) {
 				mu.Lock()

@@ -92,7 +92,7 @@ func run(data string, steps, ckptEvery, rounds int) error {
 		var batches []*mixer.Batch
 		var first, last time.Time
 		opts := daemon.RunOptions{
-			SeedData: daemon.SeedFromData(ds, 0),
+			SeedData: daemon.SeedFromData(ds, 0, nil),
 			OnStep: func(step int, b *mixer.Batch) {
 				batches = append(batches, b)
 				if step == 1 {
