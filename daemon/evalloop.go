@@ -218,8 +218,8 @@ func (d *Daemon) evaluateAndGate(ctx context.Context, job evalJob) error {
 		if err := d.publish(ctx, version, job, rep, dec, rules, baseline); err != nil {
 			point.Pass = false
 			point.Reasons = append(point.Reasons, "publish failed: "+err.Error())
-			version = ""
 			d.log.Error("publish", "version", version, "err", err)
+			version = ""
 		} else {
 			point.Published = version
 		}

@@ -116,43 +116,21 @@ func fmtTick(v float64) string {
 	return fmt.Sprintf("%.3f", v)
 }
 
-// lossSeries turns loss history into one series per bucket plus the total.
-func lossSeries(loss []LossPoint) []Series {
-	total := Series{Name: "all"}
-	byName := map[string]*Series{}
-	for _, p := range loss {
-		total.X = append(total.X, float64(p.Step))
-		total.Y = append(total.Y, p.Loss)
-		for name, v := range p.Buckets {
-			s := byName[name]
-			if s == nil {
-				s = &Series{Name: name}
-				byName[name] = s
-			}
-			s.X = append(s.X, float64(p.Step))
-			s.Y = append(s.Y, v)
-		}
+// seriesSet collects named series point by point.
+type seriesSet map[string]*Series
+
+func (m seriesSet) add(name string, x, y float64) {
+	s := m[name]
+	if s == nil {
+		s = &Series{Name: name}
+		m[name] = s
 	}
-	return append([]Series{total}, sortedSeries(byName)...)
+	s.X = append(s.X, x)
+	s.Y = append(s.Y, y)
 }
 
-func mixSeries(mix []MixPoint) []Series {
-	byName := map[string]*Series{}
-	for _, p := range mix {
-		for name, v := range p.Fractions {
-			s := byName[name]
-			if s == nil {
-				s = &Series{Name: name}
-				byName[name] = s
-			}
-			s.X = append(s.X, float64(p.Step))
-			s.Y = append(s.Y, v)
-		}
-	}
-	return sortedSeries(byName)
-}
-
-func sortedSeries(m map[string]*Series) []Series {
+// sorted returns the series in name order.
+func (m seriesSet) sorted() []Series {
 	names := make([]string, 0, len(m))
 	for n := range m {
 		names = append(names, n)
@@ -165,10 +143,32 @@ func sortedSeries(m map[string]*Series) []Series {
 	return out
 }
 
+// lossSeries turns loss history into one series per bucket plus the total.
+func lossSeries(loss []LossPoint) []Series {
+	total, buckets := seriesSet{}, seriesSet{}
+	for _, p := range loss {
+		total.add("all", float64(p.Step), p.Loss)
+		for name, v := range p.Buckets {
+			buckets.add(name, float64(p.Step), v)
+		}
+	}
+	return append(total.sorted(), buckets.sorted()...)
+}
+
+func mixSeries(mix []MixPoint) []Series {
+	set := seriesSet{}
+	for _, p := range mix {
+		for name, v := range p.Fractions {
+			set.add(name, float64(p.Step), v)
+		}
+	}
+	return set.sorted()
+}
+
 // evalCharts draws one chart of group scores (points) and one of held-out
 // losses, each evaluation marked pass or fail.
 func evalCharts(evals []EvalPoint) (template.HTML, template.HTML) {
-	scores, losses := map[string]*Series{}, map[string]*Series{}
+	scores, losses := seriesSet{}, seriesSet{}
 	var mScore, mLoss []Marker
 	for _, e := range evals {
 		for k, v := range e.Scores {
@@ -179,13 +179,7 @@ func evalCharts(evals []EvalPoint) (template.HTML, template.HTML) {
 			if strings.HasPrefix(k, "loss/") {
 				into = losses
 			}
-			s := into[k]
-			if s == nil {
-				s = &Series{Name: k}
-				into[k] = s
-			}
-			s.X = append(s.X, float64(e.Step))
-			s.Y = append(s.Y, v)
+			into.add(k, float64(e.Step), v)
 		}
 		label := fmt.Sprintf("step %d: %s", e.Step, verdict(e))
 		if v, ok := firstScore(e.Scores, false); ok {
@@ -195,8 +189,8 @@ func evalCharts(evals []EvalPoint) (template.HTML, template.HTML) {
 			mLoss = append(mLoss, Marker{X: float64(e.Step), Y: v, Pass: e.Pass || e.Baseline, Label: label})
 		}
 	}
-	return LineChart("Evaluation: task groups (points)", sortedSeries(scores), mScore, 900, 260),
-		LineChart("Evaluation: held-out loss", sortedSeries(losses), mLoss, 900, 260)
+	return LineChart("Evaluation: task groups (points)", scores.sorted(), mScore, 900, 260),
+		LineChart("Evaluation: held-out loss", losses.sorted(), mLoss, 900, 260)
 }
 
 func firstScore(scores map[string]float64, loss bool) (float64, bool) {
