@@ -11,7 +11,7 @@ GOFLAGS_TAGS := $(if $(strip $(TAGS)),-tags '$(TAGS)',)
 PYTHON  ?= /usr/bin/python3
 
 .PHONY: all build run test vet fmt parity bench-train bench-tokenizer bench-ingest \
-        bench-mixer bench-e2e policies experiments experiments-quick build-cuda ptx cuda-vet gpu-bins clean
+        bench-mixer bench-e2e policies experiments experiments-quick build-cuda ptx cuda-vet gpu-bins gpu-emu-test clean
 
 all: build
 
@@ -71,6 +71,11 @@ cuda-vet:
 # The binaries scripts/gpu-check.sh runs on a GPU machine (carry bin/).
 gpu-bins:
 	eval "$$(bash scripts/cuda-headers.sh)" && $(GO) test -c -tags cuda -o bin/gpu.test ./gpu && $(GO) build -tags cuda -o bin/gpubench ./gpu/cmd/gpubench
+
+# The cuda build's tests on the CPU emulator of the driver and cuBLAS (gpu/emu):
+# no GPU needed; part of make test.
+gpu-emu-test:
+	bash scripts/gpu-emu-test.sh
 
 clean:
 	rm -rf bin

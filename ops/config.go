@@ -425,7 +425,7 @@ func (l Loader) Load() (Config, error) {
 		}
 	}
 	for name := range env {
-		if strings.HasPrefix(name, "REPLAYD_") && !knownEnv(name, keys) {
+		if strings.HasPrefix(name, "REPLAYD_") && !knownEnv(name, keys) && !toolEnv(name) {
 			return Config{}, fmt.Errorf("environment variable %s matches no configuration key", name)
 		}
 	}
@@ -455,6 +455,20 @@ func (l Loader) Load() (Config, error) {
 // EnvName is the environment variable of a key: REPLAYD_TRAIN_LR for train.lr.
 func EnvName(key string) string {
 	return "REPLAYD_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// toolEnv reports whether name is one of the REPLAYD_ variables that are
+// not configuration keys: the CUDA backend's (which cuBLAS to load, the
+// CPU emulator's settings) and the build scripts' (where the CUDA headers
+// are cached). A daemon started from a shell that set them must not refuse
+// to start.
+func toolEnv(name string) bool {
+	switch name {
+	case "REPLAYD_CUBLAS", "REPLAYD_GPU_NOCUBLAS", "REPLAYD_EMU_SCHEDULE", "REPLAYD_EMU_THREADS",
+		"REPLAYD_CUDA_ROOT", "REPLAYD_CUDA_CACHE", "REPLAYD_DEBIAN_MIRROR":
+		return true
+	}
+	return false
 }
 
 func knownEnv(name string, keys map[string]any) bool {

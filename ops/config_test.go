@@ -94,6 +94,23 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// The CUDA backend's and the build scripts' REPLAYD_ variables are not
+// configuration keys, but a daemon started where they are set must start
+// (scripts/gpu-check.sh exports REPLAYD_CUBLAS; eval-ing
+// scripts/cuda-headers.sh exports REPLAYD_CUDA_ROOT).
+func TestToolEnvironmentAccepted(t *testing.T) {
+	env := []string{"REPLAYD_CUBLAS=/usr/lib/libcublas.so.13", "REPLAYD_GPU_NOCUBLAS=1", "REPLAYD_EMU_SCHEDULE=shuffle",
+		"REPLAYD_EMU_THREADS=2", "REPLAYD_CUDA_ROOT=/var/cache/replayd-cuda/root", "REPLAYD_CUDA_CACHE=/tmp/c",
+		"REPLAYD_DEBIAN_MIRROR=http://deb.debian.org/debian", "REPLAYD_TRAIN_LR=0.01"}
+	cfg, err := Loader{Env: env}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Train.LR != 0.01 {
+		t.Fatalf("train.lr %v: the configuration variable next to the tool ones was not applied", cfg.Train.LR)
+	}
+}
+
 func TestExampleConfigCoversEveryKey(t *testing.T) {
 	raw, err := os.ReadFile("../replayd.example.yaml")
 	if err != nil {

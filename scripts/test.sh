@@ -18,6 +18,9 @@ fi
 
 go test "${tagflag[@]}" -count=1 -timeout 40m ./...
 
+# The cuda build's tests on the CPU emulator of the CUDA driver (no GPU).
+make --no-print-directory gpu-emu-test
+
 # Brief fuzzing of the decoders (the seed corpora already ran above).
 fuzz() { # package target
 	timeout 180 go test "${tagflag[@]}" -run '^$' -fuzz "^$2\$" -fuzztime 10s "$1"
