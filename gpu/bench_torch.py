@@ -49,10 +49,22 @@ class Block(nn.Module):
         q, k = rope(q, cos, sin), rope(k, cos, sin)
         rep = self.h // self.kv
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        a = causal_attention(q, k, v)
         x = x + self.o(a.transpose(1, 2).reshape(B, T, D))
         h = self.n2(x)
         return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+def causal_attention(q, k, v):
+    """SDPA (flash attention on a GPU) where torch has it (>= 2.0), else the
+    plain softmax(QK^T/sqrt(d))V with a causal mask (torch 1.13 on the CPU
+    dry run)."""
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    T = q.shape[-2]
+    s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    return torch.softmax(s.masked_fill(mask, float("-inf")).float(), dim=-1).to(q.dtype) @ v
 
 
 def rope(x, cos, sin):

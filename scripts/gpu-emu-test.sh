@@ -5,10 +5,11 @@
 #
 #   1. the emulator's self-test (its checks fire on hostile kernels and calls);
 #   2. the gpu package's parity tests (every op, two training steps of whole
-#      models in fp32 and bf16, determinism) with the emulated cuBLAS and a
-#      shuffled thread order inside blocks, then with the own GEMM kernel
-#      and the reverse order;
-#   3. gpubench on a small config (the program runs; its speed means nothing);
+#      models, determinism) with the own GEMM kernel and the reverse thread
+#      order inside blocks;
+#   3. scripts/gpu-check.sh as a dry run: the same tests with the emulated
+#      cuBLAS (fp32 and bf16) and a shuffled thread order, then gpubench and
+#      PyTorch on a small config (the programs run; their speed means nothing);
 #   4. the cuda daemon, `replayd-cuda demo --train.device cuda`, until it has
 #      evaluated, passed the gate and published a checkpoint, then SIGTERM:
 #      exit 0 and a checkpoint on disk.
@@ -42,18 +43,30 @@ parity() { # label, env...
 	say "parity ($label): $(grep -c -- '--- PASS' "$log") passed; $(grep -E 'backend ' "$log" | head -1 | sed 's/.*backend //')"
 	grep -E 'worst gradient|worst weight' "$log" | sed 's/^ *gpu_test.go:[0-9]*: /    /' | head -8
 }
-parity cublas-shuffle REPLAYD_CUBLAS="$PWD/$out/libcublas.so" REPLAYD_EMU_SCHEDULE=shuffle
 parity own-gemm-reverse REPLAYD_GPU_NOCUBLAS=1 REPLAYD_EMU_SCHEDULE=reverse
 
-line=$(REPLAYD_CUBLAS="$PWD/$out/libcublas.so" "$out/gpubench" --hidden 128 --layers 2 --heads 4 --kv-heads 2 \
-	--intermediate 256 --vocab 512 --seq 128 --batch 2 --steps 2 --warmup 1 --precision bf16 | tail -1)
-[[ $line == go\ backend=*tok_s=*mfu=* ]] || { say "gpubench printed: $line"; exit 1; }
-say "gpubench runs: $line"
+# The GPU session's one-call script itself, as a dry run: parity with the
+# emulated cuBLAS (shuffled thread order), then gpubench and PyTorch on a
+# small config.
+log="$out/gpu-check.log"
+if ! GPU_CHECK_EMULATOR=$out GPU_CHECK_BIN=$out PYTHON=${PYTHON:-/usr/bin/python3} bash scripts/gpu-check.sh >"$log" 2>&1; then
+	grep -E -- '--- FAIL|panic|replayd-emu|FAILED|error [0-9.e+-]+ >' "$log" | head -40
+	say "scripts/gpu-check.sh dry run FAILED, full log: $log"
+	exit 1
+fi
+line=$(tail -1 "$log")
+[[ $line =~ ^gpu-bench\ go_tok_s=[0-9.]+\ torch_tok_s=[0-9.]+\ ratio=[0-9.]+\ mfu=[0-9.]+$ ]] ||
+	{ say "scripts/gpu-check.sh dry run ended with: $line"; exit 1; }
+say "scripts/gpu-check.sh dry run: $line"
 
 # The daemon on the CUDA backend until its first gated publish.
 dir=$(mktemp -d)
 pid=""
-trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+cleanup() {
+	if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
+	rm -rf "$dir"
+}
+trap cleanup EXIT
 REPLAYD_CUBLAS="$PWD/$out/libcublas.so" "$out/replayd-cuda" demo --data_dir "$dir" --http.addr 127.0.0.1:0 \
 	--train.device cuda --eval.every_steps 15 --train.checkpoint_every 1000 --log.level warn >"$dir/out.log" 2>&1 &
 pid=$!
