@@ -113,7 +113,8 @@ func (b *Backend) init() error {
 	}
 	names := []string{"axpy_f32", "scale_f32", "sumsq_partial", "embedding_fwd", "embedding_bwd",
 		"rmsnorm_fwd", "rmsnorm_bwd_dx", "rmsnorm_bwd_dw_partial", "colsum_acc", "rope",
-		"swiglu_fwd", "swiglu_bwd", "cross_entropy", "adamw", "sgemm_tiled", "attn_delta"}
+		"swiglu_fwd", "swiglu_bwd", "cross_entropy", "adamw", "sgemm_tiled", "attn_delta",
+		"attn_fwd_tc64", "attn_bwd_dq_tc64", "attn_bwd_dkv_tc64"}
 	for _, hd := range headDims {
 		names = append(names, fmt.Sprintf("attn_fwd_%d", hd), fmt.Sprintf("attn_bwd_dq_%d", hd), fmt.Sprintf("attn_bwd_dkv_%d", hd))
 	}

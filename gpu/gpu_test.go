@@ -322,23 +322,29 @@ func (p *pair) docs(B, T int) []int32 {
 }
 
 func (p *pair) attention(t *testing.T, B, T, H, KV, hd int) {
+	p.attentionShape("attention", model.AttnShape{B: B, Tq: T, Tk: T, Heads: H, KVHeads: KV, HeadDim: hd}, opTol, 1e-4)
+}
+
+// attentionShape compares forward (to fwdTol) and backward (to bwdTol) of
+// self-attention s on random inputs and packed documents.
+func (p *pair) attentionShape(what string, s model.AttnShape, fwdTol, bwdTol float64) {
 	c, g := p.cpu, p.gpu
-	s := model.AttnShape{B: B, Tq: T, Tk: T, Heads: H, KVHeads: KV, HeadDim: hd}
+	B, T, H, KV, hd := s.B, s.Tq, s.Heads, s.KVHeads, s.HeadDim
 	q, k, v := p.rand(B*T*H*hd, 1), p.rand(B*T*KV*hd, 1), p.rand(B*T*KV*hd, 1)
 	doc := p.ints(p.docs(B, T))
 	out, lse := ft{c.Alloc(B * T * H * hd), g.Alloc(B * T * H * hd)}, ft{c.Alloc(B * T * H), g.Alloc(B * T * H)}
 	c.Attention(out.c, lse.c, q.c, k.c, v.c, doc.c, doc.c, s)
 	g.Attention(out.g, lse.g, q.g, k.g, v.g, doc.g, doc.g, s)
-	p.same("attention out", out, opTol)
-	p.same("attention lse", lse, opTol)
+	p.same(what+" out", out, fwdTol)
+	p.same(what+" lse", lse, fwdTol)
 	dout := p.rand(B*T*H*hd, 1)
 	dq := ft{c.Alloc(B * T * H * hd), g.Alloc(B * T * H * hd)}
 	dk, dv := p.rand(B*T*KV*hd, 1), p.rand(B*T*KV*hd, 1) // overwritten
 	c.AttentionBackward(dq.c, dk.c, dv.c, dout.c, out.c, lse.c, q.c, k.c, v.c, doc.c, doc.c, s)
 	g.AttentionBackward(dq.g, dk.g, dv.g, dout.g, out.g, lse.g, q.g, k.g, v.g, doc.g, doc.g, s)
-	p.same("attention dq", dq, 1e-4)
-	p.same("attention dk", dk, 1e-4)
-	p.same("attention dv", dv, 1e-4)
+	p.same(what+" dq", dq, bwdTol)
+	p.same(what+" dk", dk, bwdTol)
+	p.same(what+" dv", dv, bwdTol)
 }
 
 // attentionCache is the KV-cache decoding form: 3 new queries against a
@@ -485,33 +491,58 @@ func TestTrainParity(t *testing.T) {
 }
 
 // TestDeterminism checks the Backend contract: the same steps twice give
-// bit-identical weights.
+// bit-identical weights, in FP32 and in BF16 (cuBLAS bf16 GEMMs and the
+// tensor-core attention: head size 64).
 func TestDeterminism(t *testing.T) {
 	cfg := hd64Config()
 	batch := packedBatch(rand.New(rand.NewPCG(5, 6)), cfg, 2, 150)
-	run := func() map[string]model.SafeTensor {
-		gb := newGPU(t, FP32)
-		m, err := model.New(cfg, gb, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr, err := model.NewTrainer(m, model.DefaultTrainOptions())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < 3; i++ {
-			if _, err := tr.Step(t.Context(), []model.Batch{batch}); err != nil {
-				t.Fatal(err)
+	for _, prec := range []Precision{FP32, BF16} {
+		t.Run(prec.String(), func(t *testing.T) {
+			run := func() map[string]model.SafeTensor {
+				gb := newGPU(t, prec)
+				m, err := model.New(cfg, gb, 3)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tr, err := model.NewTrainer(m, model.DefaultTrainOptions())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := 0; i < 3; i++ {
+					if _, err := tr.Step(t.Context(), []model.Batch{batch}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return m.Tensors()
 			}
-		}
-		return m.Tensors()
+			a, b := run(), run()
+			for name, x := range a {
+				for i, v := range x.Data {
+					if math.Float32bits(v) != math.Float32bits(b[name].Data[i]) {
+						t.Fatalf("%s[%d]: %v then %v", name, i, v, b[name].Data[i])
+					}
+				}
+			}
+		})
 	}
-	a, b := run(), run()
-	for name, x := range a {
-		for i, v := range x.Data {
-			if math.Float32bits(v) != math.Float32bits(b[name].Data[i]) {
-				t.Fatalf("%s[%d]: %v then %v", name, i, v, b[name].Data[i])
+}
+
+// TestTensorCoreAttentionParity compares the bf16 tensor-core attention
+// (forward, dQ, dK/dV) with the CPU backend's float32 attention on packed
+// documents with padding, GQA and lengths that are not tile multiples. The
+// bound is bf16's: Q, K, V, P and dS are rounded to 8 significant bits.
+func TestTensorCoreAttentionParity(t *testing.T) {
+	gb := newGPU(t, BF16)
+	p := &pair{t: t, cpu: model.NewCPUBackend(2), gpu: gb, rng: rand.New(rand.NewPCG(17, 19))}
+	cases := []struct{ B, T, H, KV int }{{2, 150, 4, 2}, {1, 64, 2, 2}, {1, 37, 6, 1}, {2, 200, 2, 1}}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("B%d-T%d-H%d-KV%d", c.B, c.T, c.H, c.KV), func(t *testing.T) {
+			s := model.AttnShape{B: c.B, Tq: c.T, Tk: c.T, Heads: c.H, KVHeads: c.KV, HeadDim: tensorCoreHeadDim}
+			if !gb.tensorCores(s) {
+				t.Fatal("shape not routed to the tensor-core kernels")
 			}
-		}
+			p.t = t
+			p.attentionShape("tc attention", s, 2e-2, 2e-2)
+		})
 	}
 }

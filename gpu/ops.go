@@ -224,8 +224,26 @@ func attnKernel(kind string, hd int) string {
 
 func attnScale(hd int) float32 { return float32(1 / math.Sqrt(float64(hd))) }
 
+// tensorCoreHeadDim is the head size of the tensor-core kernels (attn_tc.cuh).
+const tensorCoreHeadDim = 64
+
+// tensorCores reports whether s runs on the bf16 tensor-core kernels: in BF16
+// precision unless PlainAttention, for training's self-attention (no cache
+// offset, as many keys as queries) at head size 64.
+func (b *Backend) tensorCores(s model.AttnShape) bool {
+	return b.opts.Precision == BF16 && !b.opts.PlainAttention && s.HeadDim == tensorCoreHeadDim && s.QOffset == 0 &&
+		s.Tq == s.Tk
+}
+
 // Attention implements model.Backend.
 func (b *Backend) Attention(out, lse, q, k, v model.Tensor, qDoc, kDoc model.IntTensor, s model.AttnShape) {
+	if b.tensorCores(s) {
+		defer b.enter()()
+		b.launch("attn_fwd_tc64", dim3{(s.Tq + attnBlock - 1) / attnBlock, s.B * s.Heads, 1}, 128, 0, dt(out).ptr,
+			dt(lse).ptr, dt(q).ptr, dt(k).ptr, dt(v).ptr, it(qDoc).ptr, it(kDoc).ptr, s.B, s.Tq, s.Heads, s.KVHeads,
+			attnScale(s.HeadDim))
+		return
+	}
 	name := attnKernel("fwd", s.HeadDim)
 	defer b.enter()()
 	b.launch(name, dim3{(s.Tq + attnBlock - 1) / attnBlock, s.B * s.Heads, 1}, attnBlock, 0, dt(out).ptr, dt(lse).ptr,
@@ -237,12 +255,25 @@ func (b *Backend) Attention(out, lse, q, k, v model.Tensor, qDoc, kDoc model.Int
 // dQ with one thread per query and dK, dV with one thread per key, so each
 // output has a single writer and a fixed summation order.
 func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v model.Tensor, qDoc, kDoc model.IntTensor, s model.AttnShape) {
-	nameQ, nameKV := attnKernel("bwd_dq", s.HeadDim), attnKernel("bwd_dkv", s.HeadDim)
+	tc := b.tensorCores(s)
+	var nameQ, nameKV string
+	if !tc {
+		nameQ, nameKV = attnKernel("bwd_dq", s.HeadDim), attnKernel("bwd_dkv", s.HeadDim)
+	}
 	defer b.enter()()
 	n := s.B * s.Tq * s.Heads
 	D := b.scratchPtr(int64(n) * 4)
 	b.launch("attn_delta", dim3{(n + 255) / 256, 1, 1}, 256, 0, D, dt(out).ptr, dt(dout).ptr, s.B*s.Tq, s.Heads, s.HeadDim)
 	scale := attnScale(s.HeadDim)
+	if tc {
+		blocks := (s.Tq + attnBlock - 1) / attnBlock
+		b.launch("attn_bwd_dq_tc64", dim3{blocks, s.B * s.Heads, 1}, 128, 0, dt(dq).ptr, dt(dout).ptr, dt(lse).ptr, D,
+			dt(q).ptr, dt(k).ptr, dt(v).ptr, it(qDoc).ptr, it(kDoc).ptr, s.B, s.Tq, s.Heads, s.KVHeads, scale)
+		b.launch("attn_bwd_dkv_tc64", dim3{blocks, s.B * s.KVHeads, 1}, 128, 0, dt(dk).ptr, dt(dv).ptr, dt(dout).ptr,
+			dt(lse).ptr, D, dt(q).ptr, dt(k).ptr, dt(v).ptr, it(qDoc).ptr, it(kDoc).ptr, s.B, s.Tq, s.Heads, s.KVHeads,
+			scale)
+		return
+	}
 	b.launch(nameQ, dim3{(s.Tq + attnBlock - 1) / attnBlock, s.B * s.Heads, 1}, attnBlock, 0, dt(dq).ptr, dt(dout).ptr,
 		dt(lse).ptr, D, dt(q).ptr, dt(k).ptr, dt(v).ptr, it(qDoc).ptr, it(kDoc).ptr, s.B, s.Tq, s.Tk, s.QOffset, s.Heads,
 		s.KVHeads, scale)

@@ -26,7 +26,8 @@ const (
 	TF32
 	// BF16 lets cuBLAS round GEMM inputs to bfloat16 on the tensor cores
 	// (CUBLAS_COMPUTE_32F_FAST_16BF), accumulating in float32: bf16 compute
-	// with float32 master weights, without storing bf16 copies.
+	// with float32 master weights, without storing bf16 copies. Attention
+	// with head size 64 runs on the bf16 tensor-core kernels too.
 	BF16
 )
 
@@ -64,6 +65,10 @@ type Options struct {
 	Precision Precision
 	// NoCuBLAS forces the own tiled GEMM kernel even when cuBLAS loads.
 	NoCuBLAS bool
+	// PlainAttention keeps the float32 attention kernels in BF16 precision
+	// (which otherwise trains head size 64 on the bf16 tensor-core kernels),
+	// to compare the two.
+	PlainAttention bool
 	// CuBLASPath is tried first by dlopen; empty means the
 	// REPLAYD_CUBLAS environment variable, then libcublas.so,
 	// libcublas.so.13, .12 and .11 on the library path.

@@ -97,7 +97,7 @@ if [[ $st -ne 0 ]]; then fail=1; say "own-GEMM parity FAILED (exit $st)"; fi
 cfg=(--hidden 768 --layers 12 --heads 12 --kv-heads 4 --intermediate 2048 --vocab 32768 --seq 1024 --batch "$batch" --steps "$steps" --warmup 2)
 torchdev=()
 if [[ -n $emu ]]; then
-	cfg=(--hidden 128 --layers 2 --heads 4 --kv-heads 2 --intermediate 256 --vocab 512 --seq 128 --batch 2 --steps 2 --warmup 1)
+	cfg=(--hidden 128 --layers 2 --heads 2 --kv-heads 1 --intermediate 256 --vocab 512 --seq 128 --batch 2 --steps 2 --warmup 1)
 	torchdev=(--device cpu)
 fi
 # Go's flag package reads --name value like -name value.
@@ -106,6 +106,8 @@ say "$goline"
 go_tok=$(sed -n 's/.* tok_s=\([0-9.]*\).*/\1/p' <<<"$goline")
 mfu=$(sed -n 's/.* mfu=\([0-9.]*\).*/\1/p' <<<"$goline")
 [[ -n $go_tok ]] || { go_tok=na; mfu=na; fail=1; }
+# For comparison only: the same with the float32 attention kernels.
+say "$(timeout 300 "$bin/gpubench" -precision bf16 -plain-attention -peak "$peak" "${cfg[@]}" 2>&1 | tail -1)"
 
 torch_tok=na
 py=${PYTHON:-python3}

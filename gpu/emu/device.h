@@ -42,6 +42,7 @@ void emu_syncthreads(int line);
 #undef __forceinline__
 #undef __launch_bounds__
 #undef __shared__
+#undef __align__
 #define __global__
 #define __device__
 #define __host__
@@ -50,6 +51,7 @@ void emu_syncthreads(int line);
 // One copy per OS thread = per running block: blocks on different OS
 // threads never share it, and the fibers of one block all do.
 #define __shared__ static thread_local
+#define __align__(n) __attribute__((aligned(n)))
 
 // __expf is an approximate intrinsic on the GPU; the host uses expf (the
 // parity tolerances cover both).

@@ -313,6 +313,15 @@ int emu_worker_threads() {
 	return n;
 }
 
+void emu_wmma_check(const char* what, const void* p, unsigned ldm, unsigned elemSize) {
+	if ((uintptr_t)p % 32 != 0 || (ldm * elemSize) % 16 != 0) {
+		engine* e = t_engine;
+		emu_fatal("kernel %s: wmma::%s at %p with ldm %u: the pointer must be 256-bit aligned and ldm a multiple of "
+		          "16 bytes",
+		          e && e->g ? e->g->name : "?", what, p, ldm);
+	}
+}
+
 void emu_set_activity(const char* what) { this_engine()->activity = what; }
 
 void emu_prepare_thread() {

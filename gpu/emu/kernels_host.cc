@@ -55,7 +55,7 @@ const std::vector<emu_kernel>& emu_registry() {
 	    K(rmsnorm_fwd),   K(rmsnorm_bwd_dx), K(rmsnorm_bwd_dw_partial), K(colsum_acc), K(rope),
 	    K(swiglu_fwd),    K(swiglu_bwd), K(cross_entropy),          K(adamw),         K(sgemm_tiled),
 	    K(attn_delta),    ATTN(16),     ATTN(32),                   ATTN(64),         ATTN(96),
-	    ATTN(128),
+	    ATTN(128),        K(attn_fwd_tc64), K(attn_bwd_dq_tc64),    K(attn_bwd_dkv_tc64),
 	};
 	return r;
 }

@@ -20,6 +20,7 @@
 
 #include "device.h"
 #include "exec.h"
+#include "include/mma.h"
 
 namespace {
 
@@ -75,6 +76,14 @@ void k_divergent(int*) {
 void k_early_exit(int*) {
 	if (threadIdx.x == 3) return;
 	__syncthreads();
+}
+
+// misaligned_wmma loads a fragment from a pointer 16 bytes past a 256-bit
+// boundary, which WMMA forbids.
+void k_misaligned_wmma(int*) {
+	__shared__ __align__(32) __nv_bfloat16 tile[16 * 16 + 16];
+	nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::row_major> a;
+	nvcuda::wmma::load_matrix_sync(a, tile + 8, 16);
 }
 
 template <void (*K)(int*)>
@@ -325,6 +334,8 @@ int hostile(const char* name, const char* ptxPath) {
 		run("divergent", call_i<k_divergent>, params, emu_dim3{1, 1, 1}, emu_dim3{64, 1, 1}, EMU_FORWARD);
 	} else if (c == "early-exit") {
 		run("early_exit", call_i<k_early_exit>, params, emu_dim3{1, 1, 1}, emu_dim3{64, 1, 1}, EMU_FORWARD);
+	} else if (c == "misaligned-wmma") {
+		run("misaligned_wmma", call_i<k_misaligned_wmma>, params, emu_dim3{1, 1, 1}, emu_dim3{32, 1, 1}, EMU_FORWARD);
 	} else if (c == "out-of-bounds") {
 		setup s = open_device(read_file(ptxPath));
 		CUdeviceptr d, x;
@@ -374,6 +385,7 @@ int main(int argc, char** argv) {
 	expect_abort(argv[0], argv[1], "divergent", "divergent __syncthreads");
 	expect_abort(argv[0], argv[1], "early-exit", "returned without reaching it");
 	expect_abort(argv[0], argv[1], "out-of-bounds", "out-of-bounds access");
+	expect_abort(argv[0], argv[1], "misaligned-wmma", "must be 256-bit aligned");
 	if (failures) {
 		fprintf(stderr, "emu selftest: %d failures\n", failures);
 		return 1;

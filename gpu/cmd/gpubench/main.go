@@ -1,7 +1,7 @@
 // Command gpubench times training steps of a LLaMA config on the CUDA
 // backend (built with -tags cuda) and prints one line:
 //
-//	go backend=… precision=… params=… batch=… seq=… steps=… loss=… step_s=… tok_s=… flops_per_tok=… mfu=…
+//	go backend=… precision=… attention=… params=… batch=… seq=… steps=… loss=… step_s=… tok_s=… flops_per_tok=… mfu=…
 //
 // The default config is the ~125M-parameter one of scripts/gpu-check.sh
 // (hidden 768, 12 layers, 12 heads, 4 kv heads, intermediate 2048, vocab
@@ -36,15 +36,17 @@ func main() {
 	warmup := flag.Int("warmup", 2, "untimed steps first")
 	prec := flag.String("precision", "bf16", "GEMM precision: fp32, tf32, bf16")
 	noBLAS := flag.Bool("no-cublas", false, "use the own GEMM kernel")
+	plain := flag.Bool("plain-attention", false, "float32 attention kernels even in bf16 (no tensor-core attention)")
 	peak := flag.Float64("peak", 790e12, "peak FLOP/s for MFU (H200 dense bf16)")
 	flag.Parse()
-	if err := run(cfg, *batch, *steps, *warmup, *prec, *noBLAS, *peak); err != nil {
+	opts := gpu.Options{NoCuBLAS: *noBLAS, PlainAttention: *plain}
+	if err := run(cfg, *batch, *steps, *warmup, *prec, opts, *peak); err != nil {
 		fmt.Fprintln(os.Stderr, "gpubench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(cfg model.Config, B, steps, warmup int, precName string, noBLAS bool, peak float64) error {
+func run(cfg model.Config, B, steps, warmup int, precName string, opts gpu.Options, peak float64) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -52,11 +54,16 @@ func run(cfg model.Config, B, steps, warmup int, precName string, noBLAS bool, p
 	if err != nil {
 		return err
 	}
-	be, err := gpu.New(gpu.Options{Precision: prec, NoCuBLAS: noBLAS})
+	opts.Precision = prec
+	be, err := gpu.New(opts)
 	if err != nil {
 		return err
 	}
-	defer be.Close()
+	defer func() {
+		if err := be.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "gpubench:", err)
+		}
+	}()
 	m, err := model.New(cfg, be, 1)
 	if err != nil {
 		return fmt.Errorf("model: %w", err)
@@ -90,7 +97,11 @@ func run(cfg model.Config, B, steps, warmup int, precName string, noBLAS bool, p
 	el := time.Since(start).Seconds()
 	tokS := float64(steps*B*T) / el
 	flopsTok := 6*float64(m.NumParams()) + 6*float64(cfg.NumHiddenLayers*T*cfg.HiddenSize)
-	fmt.Printf("go backend=%q precision=%s params=%d batch=%d seq=%d steps=%d loss=%.4f step_s=%.4f tok_s=%.1f flops_per_tok=%.4g mfu=%.4f\n",
-		be.Name(), prec, m.NumParams(), B, T, steps, loss, el/float64(steps), tokS, flopsTok, tokS*flopsTok/peak)
+	attn := "tensor-core"
+	if opts.PlainAttention || prec != gpu.BF16 || cfg.HiddenSize/cfg.NumAttentionHeads != 64 {
+		attn = "float32"
+	}
+	fmt.Printf("go backend=%q precision=%s attention=%s params=%d batch=%d seq=%d steps=%d loss=%.4f step_s=%.4f tok_s=%.1f flops_per_tok=%.4g mfu=%.4f\n",
+		be.Name(), prec, attn, m.NumParams(), B, T, steps, loss, el/float64(steps), tokS, flopsTok, tokS*flopsTok/peak)
 	return nil
 }
