@@ -31,7 +31,11 @@ type Config struct {
 	MaxPositionEmbeddings int     `json:"max_position_embeddings"`
 	BOSTokenID            int     `json:"bos_token_id"`
 	EOSTokenID            int     `json:"eos_token_id"`
-	PadTokenID            *int    `json:"pad_token_id"`
+	// ExtraEOSTokenIDs are further end-of-sequence ids: config.json may give
+	// eos_token_id as a list (Llama 3: end_of_text, eom, eot), whose first
+	// id is EOSTokenID. Generation stops at any of them.
+	ExtraEOSTokenIDs []int `json:"-"`
+	PadTokenID       *int  `json:"pad_token_id"`
 	// HiddenAct must be "silu" (SwiGLU); kept so HF configs validate.
 	HiddenAct string `json:"hidden_act,omitempty"`
 	// InitializerRange is the std of the normal initialisation of New.
@@ -47,7 +51,42 @@ type hfConfig struct {
 	HeadDim       int      `json:"head_dim,omitempty"`
 	AttentionBias bool     `json:"attention_bias"`
 	MLPBias       bool     `json:"mlp_bias"`
+	// RopeScaling (Llama 3.1's "llama3", "linear", "dynamic", YaRN) changes
+	// the positions' frequencies; it is refused rather than ignored.
+	RopeScaling json.RawMessage `json:"rope_scaling,omitempty"`
+	// EOS shadows Config.EOSTokenID (the shallower field wins in
+	// encoding/json): a number or a list of numbers.
+	EOS json.RawMessage `json:"eos_token_id"`
 	Config
+}
+
+// eosIDs reads eos_token_id: a number, a list of numbers, or null/absent
+// (none: -1, which no token has).
+func eosIDs(raw json.RawMessage) (first int, extra []int, err error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return -1, nil, nil
+	}
+	if err := json.Unmarshal(raw, &first); err == nil {
+		return first, nil, nil
+	}
+	var ids []int
+	if err := json.Unmarshal(raw, &ids); err != nil || len(ids) == 0 {
+		return 0, nil, fmt.Errorf("eos_token_id %s: want a token id or a non-empty list of them", raw)
+	}
+	return ids[0], ids[1:], nil
+}
+
+// eosJSON writes the end-of-sequence ids back as config.json had them.
+func eosJSON(c Config) json.RawMessage {
+	var v any = c.EOSTokenID
+	switch {
+	case c.EOSTokenID < 0 && len(c.ExtraEOSTokenIDs) == 0:
+		v = nil
+	case len(c.ExtraEOSTokenIDs) > 0:
+		v = append([]int{c.EOSTokenID}, c.ExtraEOSTokenIDs...)
+	}
+	raw, _ := json.Marshal(v) // nil and ints always marshal
+	return raw
 }
 
 // HeadDim is the per-head width, hidden_size / num_attention_heads.
@@ -117,7 +156,13 @@ func LoadConfig(dir string) (Config, error) {
 	if h.AttentionBias || h.MLPBias {
 		return Config{}, fmt.Errorf("load config %s: biases are not supported", dir)
 	}
+	if len(h.RopeScaling) > 0 && string(h.RopeScaling) != "null" {
+		return Config{}, fmt.Errorf("load config %s: rope_scaling %s is not supported (only plain RoPE)", dir, h.RopeScaling)
+	}
 	c := h.Config
+	if c.EOSTokenID, c.ExtraEOSTokenIDs, err = eosIDs(h.EOS); err != nil {
+		return Config{}, fmt.Errorf("load config %s: %w", dir, err)
+	}
 	if c.NumKeyValueHeads == 0 { // HF default: MHA
 		c.NumKeyValueHeads = c.NumAttentionHeads
 	}
@@ -138,7 +183,8 @@ func LoadConfig(dir string) (Config, error) {
 
 // writeConfig writes config.json and generation_config.json into dir.
 func writeConfig(dir string, c Config, dtype string) error {
-	h := hfConfig{Architectures: []string{"LlamaForCausalLM"}, ModelType: "llama", TorchDtype: dtype, HeadDim: c.HeadDim(), Config: c}
+	h := hfConfig{Architectures: []string{"LlamaForCausalLM"}, ModelType: "llama", TorchDtype: dtype, HeadDim: c.HeadDim(),
+		EOS: eosJSON(c), Config: c}
 	if h.HiddenAct == "" {
 		h.HiddenAct = "silu"
 	}
@@ -149,7 +195,7 @@ func writeConfig(dir string, c Config, dtype string) error {
 	if err := atomicfs.WriteFile(filepath.Join(dir, "config.json"), raw); err != nil {
 		return err
 	}
-	gen := map[string]any{"bos_token_id": c.BOSTokenID, "eos_token_id": c.EOSTokenID, "do_sample": false}
+	gen := map[string]any{"bos_token_id": c.BOSTokenID, "eos_token_id": eosJSON(c), "do_sample": false}
 	if c.PadTokenID != nil {
 		gen["pad_token_id"] = *c.PadTokenID
 	}

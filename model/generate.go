@@ -121,6 +121,9 @@ func (m *Model) Generate(ctx context.Context, prompt []int32, maxNew int, opts G
 	stop := map[int32]bool{}
 	if !opts.NoEOS {
 		stop[int32(c.EOSTokenID)] = true
+		for _, id := range c.ExtraEOSTokenIDs {
+			stop[int32(id)] = true
+		}
 	}
 	for _, s := range opts.StopIDs {
 		stop[s] = true

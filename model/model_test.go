@@ -7,6 +7,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -337,5 +339,89 @@ func TestLoadConfigHF(t *testing.T) {
 	}
 	if _, err := Preset("huge"); err == nil {
 		t.Fatal("unknown preset accepted")
+	}
+}
+
+// Llama 3 configs give eos_token_id as a list and Llama 3.1 adds
+// rope_scaling: the list must load (and stop generation at any of its
+// ids), rope_scaling must be refused rather than silently ignored.
+func TestLoadConfigEOSListAndRopeScaling(t *testing.T) {
+	base := `"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":64,"intermediate_size":128,
+"num_attention_heads":4,"num_hidden_layers":1,"num_key_value_heads":2,"vocab_size":300,"max_position_embeddings":64,
+"rms_norm_eps":1e-05,"rope_theta":500000.0,"bos_token_id":1`
+	cases := []struct {
+		name, extra string
+		eos         int
+		extraEOS    []int
+		wantErr     string
+	}{
+		{"one id", `"eos_token_id":2`, 2, nil, ""},
+		{"llama 3.1 list", `"eos_token_id":[2,7,9],"rope_scaling":null`, 2, []int{7, 9}, ""},
+		{"null", `"eos_token_id":null`, -1, nil, ""},
+		{"absent", `"tie_word_embeddings":false`, -1, nil, ""},
+		{"empty list", `"eos_token_id":[]`, 0, nil, "eos_token_id"},
+		{"string", `"eos_token_id":"2"`, 0, nil, "eos_token_id"},
+		{"llama3 rope scaling", `"eos_token_id":2,"rope_scaling":{"factor":8.0,"rope_type":"llama3"}`, 0, nil, "rope_scaling"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte("{"+base+","+c.extra+"}"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := LoadConfig(dir)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("error %v, want one naming %s", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.EOSTokenID != c.eos || !slices.Equal(cfg.ExtraEOSTokenIDs, c.extraEOS) {
+				t.Fatalf("eos %d extra %v, want %d %v", cfg.EOSTokenID, cfg.ExtraEOSTokenIDs, c.eos, c.extraEOS)
+			}
+			// Written back as it was read, and read again the same.
+			out := t.TempDir()
+			if err := writeConfig(out, cfg, "float32"); err != nil {
+				t.Fatal(err)
+			}
+			again, err := LoadConfig(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again.EOSTokenID != c.eos || !slices.Equal(again.ExtraEOSTokenIDs, c.extraEOS) {
+				t.Fatalf("round trip: eos %d extra %v", again.EOSTokenID, again.ExtraEOSTokenIDs)
+			}
+		})
+	}
+}
+
+// Generation stops at every id of an eos_token_id list.
+func TestGenerateStopsAtExtraEOS(t *testing.T) {
+	cfg, _ := Preset("tiny")
+	cfg.VocabSize = 64
+	m, err := New(cfg, NewCPUBackend(1), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := []int32{1, 5, 9}
+	free, err := m.Generate(t.Context(), prompt, 8, GenerateOptions{NoEOS: true})
+	if err != nil || len(free) == 0 {
+		t.Fatalf("generate: %v %v", free, err)
+	}
+	// The greedy continuation's first token, made an extra EOS, must end
+	// generation before it is emitted.
+	m.Config.EOSTokenID, m.Config.ExtraEOSTokenIDs = 63, []int{int(free[0])}
+	if free[0] == 63 {
+		m.Config.EOSTokenID = 62
+	}
+	got, err := m.Generate(t.Context(), prompt, 8, GenerateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("generated %v past the extra EOS %d", got, free[0])
 	}
 }
