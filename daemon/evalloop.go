@@ -252,7 +252,7 @@ func (d *Daemon) publish(ctx context.Context, version string, job evalJob, rep e
 		return err
 	}
 	defer os.RemoveAll(stage)
-	if err := job.m.Save(stage); err != nil {
+	if err := job.m.SaveDType(stage, d.cfg.Publish.DType); err != nil {
 		return err
 	}
 	if err := d.tok.Save(filepath.Join(stage, "tokenizer.json")); err != nil {

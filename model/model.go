@@ -229,14 +229,22 @@ func equalShape(a, b []int) bool {
 
 // Save writes model.safetensors (F32), config.json and
 // generation_config.json into dir, creating it if needed.
-func (m *Model) Save(dir string) error {
+func (m *Model) Save(dir string) error { return m.SaveDType(dir, "float32") }
+
+// SaveDType is Save with the weights stored as dtype: "float32", or
+// "bfloat16" (rounded to nearest even; config.json's torch_dtype says so).
+func (m *Model) SaveDType(dir, dtype string) error {
+	if dtype != "float32" && dtype != "bfloat16" {
+		return fmt.Errorf("save model: dtype %q (want float32 or bfloat16)", dtype)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
-	if err := WriteSafetensors(filepath.Join(dir, "model.safetensors"), m.Tensors(), map[string]string{"format": "pt"}, false); err != nil {
+	bf16 := dtype == "bfloat16"
+	if err := WriteSafetensors(filepath.Join(dir, "model.safetensors"), m.Tensors(), map[string]string{"format": "pt"}, bf16); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
-	if err := writeConfig(dir, m.Config, "float32"); err != nil {
+	if err := writeConfig(dir, m.Config, dtype); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
 	return nil

@@ -342,6 +342,64 @@ func TestLoadConfigHF(t *testing.T) {
 	}
 }
 
+// SaveDType in bfloat16: half the bytes, torch_dtype says so, every weight
+// is the float32 one rounded to nearest even, and the loss moves by
+// bf16-rounding amounts only.
+func TestSaveDType(t *testing.T) {
+	m := tinyModel(t, 2, false, 7)
+	b := packedBatch(m.Config, 2, 24, 1)
+	want, _ := m.LossOn(t.Context(), []Batch{b})
+	sizes := map[string]int64{}
+	for _, c := range []struct {
+		dtype, stored string
+		lossTol       float64
+	}{{"float32", "F32", 0}, {"bfloat16", "BF16", 1e-2}} {
+		dir := t.TempDir()
+		if err := m.SaveDType(dir, c.dtype); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(filepath.Join(dir, "model.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[c.dtype] = st.Size()
+		raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+		if err != nil || !strings.Contains(string(raw), `"torch_dtype": "`+c.dtype+`"`) {
+			t.Fatalf("%s: config.json %s (%v)", c.dtype, raw, err)
+		}
+		header, err := os.ReadFile(filepath.Join(dir, "model.safetensors"))
+		if err != nil || !strings.Contains(string(header[:min(len(header), 4096)]), `"dtype":"`+c.stored+`"`) {
+			t.Fatalf("%s: safetensors header does not store %s", c.dtype, c.stored)
+		}
+		l, err := Load(dir, NewCPUBackend(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		orig, loaded := m.Tensors(), l.Tensors()
+		for name, x := range orig {
+			for i, v := range x.Data {
+				w := v
+				if c.dtype == "bfloat16" {
+					w = math.Float32frombits(uint32(f32ToBF16(v)) << 16)
+				}
+				if loaded[name].Data[i] != w {
+					t.Fatalf("%s: %s[%d] = %v, want %v", c.dtype, name, i, loaded[name].Data[i], w)
+				}
+			}
+		}
+		got, _ := l.LossOn(t.Context(), []Batch{b})
+		if d := math.Abs(got.Loss-want.Loss) / want.Loss; d > max(c.lossTol, 1e-6) {
+			t.Fatalf("%s: loss %v vs %v (relative %.3g)", c.dtype, got.Loss, want.Loss, d)
+		}
+	}
+	if r := float64(sizes["bfloat16"]) / float64(sizes["float32"]); r > 0.51 {
+		t.Fatalf("bfloat16 file is %.2f of the float32 one", r)
+	}
+	if err := m.SaveDType(t.TempDir(), "float16"); err == nil {
+		t.Fatal("float16 accepted")
+	}
+}
+
 // Llama 3 configs give eos_token_id as a list and Llama 3.1 adds
 // rope_scaling: the list must load (and stop generation at any of its
 // ids), rope_scaling must be refused rather than silently ignored.

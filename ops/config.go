@@ -124,8 +124,12 @@ type GateConfig struct {
 
 // PublishConfig configures where passing checkpoints go.
 type PublishConfig struct {
-	Dir          string `mapstructure:"dir"`
-	Keep         int    `mapstructure:"keep"`
+	Dir  string `mapstructure:"dir"`
+	Keep int    `mapstructure:"keep"`
+	// DType of the published model.safetensors: "float32" (the weights as
+	// trained and evaluated) or "bfloat16" (half the size; the gate's scores
+	// are those of the float32 snapshot).
+	DType        string `mapstructure:"dtype"`
 	ObjectBucket string `mapstructure:"object_bucket"`
 	KVBucket     string `mapstructure:"kv_bucket"`
 }
@@ -162,7 +166,7 @@ func DefaultConfig() Config {
 		},
 		Mixer:     MixerConfig{Policy: "joint-replay", PolicyTimeout: 200 * time.Millisecond, MemoryMB: 64},
 		Eval:      EvalConfig{EverySteps: 100, EveryMinutes: 0, Threads: 1},
-		Publish:   PublishConfig{Dir: "", Keep: 5, ObjectBucket: "replayd-checkpoints", KVBucket: "replayd-registry"},
+		Publish:   PublishConfig{Dir: "", Keep: 5, DType: "float32", ObjectBucket: "replayd-checkpoints", KVBucket: "replayd-registry"},
 		HTTP:      HTTPConfig{Addr: "127.0.0.1:8080"},
 		Pyroscope: PyroscopeConfig{AppName: "replayd", Timeout: 5 * time.Second},
 	}
@@ -319,6 +323,9 @@ func (c Config) Validate() error {
 	}
 	if c.Publish.Keep < 0 {
 		bad("publish.keep", "%d (want ≥ 0; 0 keeps all)", c.Publish.Keep)
+	}
+	if c.Publish.DType != "float32" && c.Publish.DType != "bfloat16" {
+		bad("publish.dtype", "%q (want float32 or bfloat16)", c.Publish.DType)
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil && c.HTTP.Addr != "" {
 		bad("http.addr", "%q: %v", c.HTTP.Addr, err)

@@ -82,6 +82,7 @@ func TestRefusals(t *testing.T) {
 		{"bad gate rule", "gate:\n  rules:\n    - {score: seen, kind: bigger, against: baseline, value: 1}\n", nil, "gate.rules[0]"},
 		{"missing suite file", "eval:\n  suites:\n    - {name: s, group: seen, kind: task, metric: exact, file: /nonexistent.jsonl}\n", nil, "eval.suites[0]"},
 		{"broken yaml", "train: [lr: 0.1\n", nil, "read config"},
+		{"bad publish dtype", "publish:\n  dtype: float16\n", nil, "publish.dtype"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
