@@ -129,6 +129,15 @@ func TestOpsParity(t *testing.T) {
 		if math.Abs(sc-sg) > 1e-12*sc {
 			t.Errorf("SumSquares cpu %v gpu %v", sc, sg)
 		}
+		// One round trip for many tensors: bit-identical to one by one.
+		many := []model.Tensor{a.g, p.rand(5, 1).g, g.Alloc(0), p.rand(3*sumChunk+1, 2).g}
+		var seq float64
+		for _, x := range many {
+			seq += g.SumSquares(x)
+		}
+		if got := g.SumSquaresMany(many); math.Float64bits(got) != math.Float64bits(seq) {
+			t.Errorf("SumSquaresMany %v, one by one %v", got, seq)
+		}
 		c.Zero(b.c)
 		g.Zero(b.g)
 		if g.SumSquares(b.g) != 0 {

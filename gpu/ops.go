@@ -74,6 +74,47 @@ func (b *Backend) SumSquares(t model.Tensor) float64 {
 	return s
 }
 
+// SumSquaresMany implements model.ManySumSquares: the chunk partials of
+// every tensor go to one scratch buffer and come back in one copy, so the
+// gradient norm waits for the device once per step instead of once per
+// tensor; the host adds them as SumSquares does (bit-identical).
+func (b *Backend) SumSquaresMany(ts []model.Tensor) float64 {
+	counts := make([]int, len(ts))
+	total := 0
+	for i, t := range ts {
+		counts[i] = (dt(t).n + sumChunk - 1) / sumChunk
+		total += counts[i]
+	}
+	if total == 0 {
+		return 0
+	}
+	defer b.enter()()
+	part := b.scratchPtr(int64(total) * 8)
+	off := 0
+	for i, t := range ts {
+		if d := dt(t); counts[i] > 0 {
+			b.launch("sumsq_partial", dim3{counts[i], 1, 1}, 256, 0, d.ptr, d.n, sumChunk, part+cu.DevicePtr(off*8))
+			off += counts[i]
+		}
+	}
+	host := make([]float64, total)
+	check("SumSquaresMany: download", cu.MemcpyDtoHAsync(unsafe.Pointer(&host[0]), part, int64(total)*8, b.stream))
+	check("SumSquaresMany: synchronize", b.stream.Synchronize())
+	var ss float64
+	off = 0
+	for _, c := range counts {
+		var s float64
+		for _, v := range host[off : off+c] {
+			s += v
+		}
+		ss += s
+		off += c
+	}
+	return ss
+}
+
+var _ model.ManySumSquares = (*Backend)(nil)
+
 // Embedding implements model.Backend.
 func (b *Backend) Embedding(out, table model.Tensor, tokens model.IntTensor, rows, dim int) {
 	o, tb, tk := dt(out), dt(table), it(tokens)

@@ -101,3 +101,23 @@ type Backend interface {
 	// AdamW updates p, m and v in place from the gradient g.
 	AdamW(p, g, m, v Tensor, a AdamWParams)
 }
+
+// ManySumSquares is implemented by backends that reduce several tensors with
+// one host round trip (a GPU, where each SumSquares waits for the device).
+// SumSquaresMany(ts) must equal the float64 sum of SumSquares(t) over ts in
+// order, bit for bit.
+type ManySumSquares interface {
+	SumSquaresMany(ts []Tensor) float64
+}
+
+// sumSquaresMany is Σ SumSquares over ts, in one round trip where be can.
+func sumSquaresMany(be Backend, ts []Tensor) float64 {
+	if m, ok := be.(ManySumSquares); ok {
+		return m.SumSquaresMany(ts)
+	}
+	var ss float64
+	for _, t := range ts {
+		ss += be.SumSquares(t)
+	}
+	return ss
+}

@@ -190,18 +190,16 @@ func (t *Trainer) Step(ctx context.Context, micro []Batch) (StepResult, error) {
 		ws.load(be, b)
 		t.m.forward(ws)
 		be.CrossEntropy(ws.losses, ws.logits, ws.targets, ws.weights, ws.N, t.m.Config.VocabSize, float32(1/total), true)
-		wsum += accumulate(&res, be, ws, b)
 		t.m.backward(ws, t.grads)
+		// The losses are read after the backward is queued, so a device
+		// does not idle between the two while the host sums them.
+		wsum += accumulate(&res, be, ws, b)
 	}
 	if err := ctx.Err(); err != nil {
 		return StepResult{}, fmt.Errorf("train step: %w", err)
 	}
 	res.Loss = wsum / total
-	var ss float64
-	for _, g := range t.grads {
-		ss += be.SumSquares(g)
-	}
-	res.GradNorm = math.Sqrt(ss)
+	res.GradNorm = math.Sqrt(sumSquaresMany(be, t.grads))
 	if t.opt.ClipNorm > 0 {
 		// torch.nn.utils.clip_grad_norm_: scale by max/(norm+1e-6) when < 1.
 		if coef := t.opt.ClipNorm / (res.GradNorm + 1e-6); coef < 1 {

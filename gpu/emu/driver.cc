@@ -122,6 +122,9 @@ struct context {
 // driver is the emulated device's state. A real driver is process-global
 // too: this library is the driver.
 struct driver {
+	// Counters REPLAYD_EMU_STATS=1 prints when the context is released: how often the host
+	// launched, copied and waited for the device.
+	std::atomic<long> nLaunch{0}, nSync{0}, nHtoD{0}, nDtoH{0};
 	std::mutex mu;
 	context primary;
 	std::map<uintptr_t, allocation> allocs;  // by user pointer
@@ -195,6 +198,7 @@ CUresult run(CUstream h, std::function<void()> fn) {
 }
 
 CUresult sync_stream(CUstream h) {
+	drv().nSync++;
 	if (!h) {
 		sync_all();
 		return kOK;
@@ -390,6 +394,10 @@ CUresult cuDevicePrimaryCtxRelease(CUdevice dev) {
 	std::unique_lock<std::mutex> l(d.mu);
 	if (d.primary.refs == 0) return CUDA_ERROR_INVALID_CONTEXT;
 	if (--d.primary.refs > 0) return kOK;
+	// Go programs leave through exit_group, past atexit: report here.
+	if (getenv("REPLAYD_EMU_STATS"))
+		fprintf(stderr, "replayd-emu stats: launches=%ld syncs=%ld htod=%ld dtoh=%ld\n", d.nLaunch.load(),
+		        d.nSync.load(), d.nHtoD.load(), d.nDtoH.load());
 	std::set<stream*> ss;
 	ss.swap(d.streams);
 	l.unlock();
@@ -465,6 +473,7 @@ static CUresult copy_in(CUdeviceptr dst, const void* src, size_t n, CUstream s) 
 	if (CUresult r = need_context()) return r;
 	if (n == 0) return kOK;
 	if (!src || !inside(dst, n)) return CUDA_ERROR_INVALID_VALUE;
+	drv().nHtoD++;
 	// From pageable memory the driver stages the bytes before returning.
 	auto staged = std::make_shared<std::vector<char>>((const char*)src, (const char*)src + n);
 	return run(s, [dst, staged] {
@@ -478,6 +487,7 @@ static CUresult copy_out(void* dst, CUdeviceptr src, size_t n, CUstream s) {
 	if (CUresult r = need_context()) return r;
 	if (n == 0) return kOK;
 	if (!dst || !inside(src, n)) return CUDA_ERROR_INVALID_VALUE;
+	drv().nDtoH++;
 	CUresult r = run(s, [dst, src, n] {
 		emu_set_activity("cuMemcpyDtoH");
 		memcpy(dst, (const void*)src, n);
@@ -717,6 +727,7 @@ CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned
 	auto ptrs = std::make_shared<std::vector<void*>>(np);
 	for (size_t i = 0; i < np; i++) (*ptrs)[i] = &(*slots)[i];
 	auto& d = drv();
+	d.nLaunch++;
 	emu_grid g{k->name.c_str(), k->call, ptrs->data(), emu_dim3{gx, gy, gz}, emu_dim3{bx, by, bz}, d.schedule,
 	           d.launches.fetch_add(1) * 0x9e3779b97f4a7c15ull + 1};
 	return run(s, [g, slots, ptrs] { emu_run_grid(g); });
