@@ -68,9 +68,10 @@ build-cuda:
 cuda-vet:
 	eval "$$(bash scripts/cuda-headers.sh)" && $(GO) vet -tags cuda ./gpu/... && $(GO) build -tags cuda ./...
 
-# The binaries scripts/gpu-check.sh runs on a GPU machine (carry bin/).
+# The binaries scripts/gpu-check.sh runs on a GPU machine: bin/gpu/ (about
+# 11 MB; carry only that folder, the device tool carries 64 MiB at most).
 gpu-bins:
-	eval "$$(bash scripts/cuda-headers.sh)" && $(GO) test -c -tags cuda -o bin/gpu.test ./gpu && $(GO) build -tags cuda -o bin/gpubench ./gpu/cmd/gpubench
+	eval "$$(bash scripts/cuda-headers.sh)" && $(GO) test -c -tags cuda -o bin/gpu/gpu.test ./gpu && $(GO) build -tags cuda -o bin/gpu/gpubench ./gpu/cmd/gpubench
 
 # The cuda build's tests on the CPU emulator of the driver and cuBLAS (gpu/emu):
 # no GPU needed; part of make test.

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # The GPU check of the CUDA backend, for a session lent a GPU machine, run in
 # ONE device call. That machine has no Go: the binaries are built beforehand
-# on the session's own machine and carried over (run tool, carry ["bin"]):
+# on the session's own machine and carried over:
 #
-#   eval "$(bash scripts/cuda-headers.sh)"       # CUDA 11.8 headers + stubs
-#   go test -c -tags cuda -o bin/gpu.test ./gpu   # parity tests
-#   go build -tags cuda -o bin/gpubench ./gpu/cmd/gpubench
-#   (make build-cuda builds the daemon, bin/replayd-cuda, the same way)
+#   make gpu-bins      # bin/gpu/gpu.test (parity tests) and bin/gpu/gpubench, ~11 MB
 #
-# then, on the device:  bash scripts/gpu-check.sh      (~3-5 min on an H200)
+# then the device tool: command "bash scripts/gpu-check.sh", carry
+# ["bin/gpu"] (not "bin": with the daemon binaries it is over the 64 MiB the
+# tool carries), timeout_s 540. About 3-5 min on an H200.
 #
 # Steps: (1) device and library report; (2) parity of the CUDA backend with
 # the CPU backend: every op, two training steps of whole models in fp32 and
@@ -18,7 +17,7 @@
 # The last line is:
 #   gpu-bench go_tok_s=… torch_tok_s=…|na ratio=…|na mfu=…
 # Env: BENCH_STEPS (10), BENCH_BATCH (8), PEAK_FLOPS (790e12, H200 bf16 dense),
-# GPU_CHECK_BIN (bin: where gpu.test and gpubench are).
+# GPU_CHECK_BIN (bin/gpu: where gpu.test and gpubench are).
 #
 # Dry run without a GPU: GPU_CHECK_EMULATOR=bin/emu runs this very script on
 # the CPU emulator of the driver and cuBLAS (gpu/emu; make gpu-emu-test does
@@ -30,14 +29,14 @@ cd "$(dirname "$0")/.."
 steps=${BENCH_STEPS:-10}
 batch=${BENCH_BATCH:-8}
 peak=${PEAK_FLOPS:-790e12}
-bin=${GPU_CHECK_BIN:-bin}
+bin=${GPU_CHECK_BIN:-bin/gpu}
 emu=${GPU_CHECK_EMULATOR:-}
 fail=0
 say() { echo "gpu-check: $*"; }
 
 for b in "$bin/gpu.test" "$bin/gpubench"; do
 	if [[ ! -x $b ]]; then
-		say "$b missing: build it first (see the header of this script) and carry bin/"
+		say "$b missing: build it first (make gpu-bins) and carry bin/gpu"
 		echo "gpu-bench go_tok_s=na torch_tok_s=na ratio=na mfu=na"
 		exit 2
 	fi
@@ -80,10 +79,13 @@ EOF
 fi
 say "cuBLAS: ${REPLAYD_CUBLAS:-none found (own GEMM kernel only)}"
 
-# (2) Parity. The PTX is JIT-compiled at the first New (cached by the
-# driver in ~/.nv/ComputeCache for the later ones).
+# (2) Parity. The PTX (1.4 MB) is JIT-compiled at the first New and cached
+# by the driver for the other ~20 backends the tests create: give the cache a
+# writable place and room, or every New compiles again.
+export CUDA_CACHE_PATH=${CUDA_CACHE_PATH:-$PWD/.nv-cache} CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-1073741824}
+mkdir -p "$CUDA_CACHE_PATH"
 say "parity with cuBLAS (or own GEMM when none was found)"
-timeout 600 "$bin/gpu.test" -test.v -test.timeout 540s -test.run 'OpsParity|TrainParity|Determinism' 2>&1 |
+timeout 600 "$bin/gpu.test" -test.v -test.timeout 540s -test.run 'OpsParity|TrainParity|Determinism|TensorCore' 2>&1 |
 	grep -E '^(--- |PASS|FAIL|ok|panic)|relative error|backend|worst|step [0-9]|\.go:[0-9]+' | tail -200
 st=${PIPESTATUS[0]}
 if [[ $st -ne 0 ]]; then fail=1; say "parity FAILED (exit $st)"; fi
