@@ -93,19 +93,7 @@ func TestPublishFiles(t *testing.T) {
 func TestConnectAuth(t *testing.T) {
 	goroutines := runtime.NumGoroutine()
 	ctx := testCtx(t, 30*time.Second)
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
-		JetStream: true, StoreDir: t.TempDir(), JetStreamMaxMemory: 16 << 20, JetStreamMaxStore: 64 << 20,
-		Username: "replayd", Password: "s3cret",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	ns := externalServer(t, server.Options{Username: "replayd", Password: "s3cret"})
 	tests := []struct {
 		name, user, password string
 		ok                   bool
