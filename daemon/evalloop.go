@@ -54,7 +54,7 @@ func (d *Daemon) maybeSnapshotForEval() {
 	if !due && !d.evalWanted.Swap(false) {
 		return
 	}
-	snap, err := d.model.Clone(model.NewCPUBackend(d.cfg.Eval.Threads))
+	snap, err := d.snapshot(d.cfg.Eval.Threads)
 	if err != nil {
 		d.log.Error("snapshot for evaluation", "err", err)
 		return
@@ -70,6 +70,28 @@ func (d *Daemon) maybeSnapshotForEval() {
 	d.mu.Unlock()
 	d.evalBusy.Store(true)
 	d.evalJobs <- evalJob{m: snap, step: step, state: st}
+}
+
+// snapshot copies the training weights for an evaluation: into a new CPU
+// model using threads cores, or, evaluating on the GPU, into the one model
+// kept there (allocated once: device memory is not the garbage
+// collector's). Only one evaluation runs at a time, so it is free to reuse.
+func (d *Daemon) snapshot(threads int) (*model.Model, error) {
+	if d.evalBackend == nil {
+		return d.model.Clone(model.NewCPUBackend(threads))
+	}
+	if d.evalModel == nil {
+		m, err := d.model.Clone(d.evalBackend)
+		if err != nil {
+			return nil, err
+		}
+		d.evalModel = m
+		return m, nil
+	}
+	if err := d.evalModel.SetTensors(d.model.Tensors()); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return d.evalModel, nil
 }
 
 func copyMap[K comparable, V any](m map[K]V) map[K]V {
@@ -115,7 +137,7 @@ func (d *Daemon) baseline(ctx context.Context) error {
 		d.log.Info("baseline from cache", "hash", hash[:16])
 	} else {
 		d.status.SetPhase("baseline evaluation", false)
-		snap, err := d.model.Clone(model.NewCPUBackend(d.cfg.Train.Threads))
+		snap, err := d.snapshot(d.cfg.Train.Threads)
 		if err != nil {
 			return err
 		}

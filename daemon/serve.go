@@ -77,8 +77,12 @@ type Daemon struct {
 	host  *mixer.Host
 	mix   *mixer.Mixer
 
-	backend  model.Backend
-	policies *policystore.Store
+	backend model.Backend
+	// evalBackend is the GPU backend evaluations run on (eval device
+	// cuda), nil for CPU copies; evalModel is the model kept on it.
+	evalBackend model.Backend
+	evalModel   *model.Model
+	policies    *policystore.Store
 
 	registry *evaluator.Registry
 	local    evaluator.LocalDir
@@ -237,6 +241,11 @@ func (d *Daemon) open(ctx context.Context) error {
 		return err
 	}
 	d.backend = be
+	if cfg.EvalDevice() == "cuda" {
+		if d.evalBackend, err = newBackend(ops.TrainConfig{Device: "cuda", Precision: "fp32"}, threads); err != nil {
+			return fmt.Errorf("eval.device cuda: %w", err)
+		}
+	}
 	switch {
 	case resume != "":
 		d.log.Info("resuming", "checkpoint", resume)
@@ -694,8 +703,10 @@ func (d *Daemon) close() error {
 	if d.host != nil {
 		errs = append(errs, d.host.Close(context.Background()))
 	}
-	if c, ok := d.backend.(interface{ Close() error }); ok {
-		errs = append(errs, c.Close())
+	for _, be := range []model.Backend{d.evalBackend, d.backend} {
+		if c, ok := be.(interface{ Close() error }); ok {
+			errs = append(errs, c.Close())
+		}
 	}
 	if d.conn != nil {
 		errs = append(errs, d.conn.Close())

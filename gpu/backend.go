@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"sync/atomic"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -44,6 +45,8 @@ type Backend struct {
 	// (reduction partials, attention's D, embedding segments).
 	scratch    cu.DevicePtr
 	scratchLen int64
+	// allocated is the device memory this backend holds, in bytes.
+	allocated atomic.Int64
 }
 
 // tensor is a device float32 buffer or a view of one.
@@ -164,7 +167,7 @@ func (b *Backend) closeLocked() error {
 		b.blas = nil
 	}
 	if b.scratch != 0 {
-		keep(cu.MemFree(b.scratch), "free scratch")
+		keep(b.memFree(b.scratch, b.scratchLen), "free scratch")
 		b.scratch, b.scratchLen = 0, 0
 	}
 	var zeroStream cu.Stream
@@ -220,11 +223,15 @@ func (b *Backend) GEMM() string {
 	return "own"
 }
 
+// Allocated is the device memory the backend holds (tensors, scratch and
+// embedding groupings), in bytes: what a leak would grow.
+func (b *Backend) Allocated() int64 { return b.allocated.Load() }
+
 func (b *Backend) alloc(bytes int64, op string) cu.DevicePtr {
 	if bytes == 0 {
 		return 0
 	}
-	p, err := cu.MemAlloc(bytes)
+	p, err := b.memAlloc(bytes)
 	check(fmt.Sprintf("%s: allocate %d bytes", op, bytes), err)
 	check(op+": zero", cu.MemsetD32Async(p, 0, (bytes+3)/4, b.stream))
 	return p
@@ -251,31 +258,38 @@ func (b *Backend) View(t model.Tensor, off, n int) model.Tensor {
 	return &tensor{ptr: p.ptr + cu.DevicePtr(off*4), n: n}
 }
 
-// Free implements model.Backend. It waits for queued work first: the
-// buffer may still be in use by a kernel that has not run yet.
+// Free implements model.Backend. The free is ordered on the stream after
+// the work already queued, which may still use the buffer; the host does
+// not wait.
 func (b *Backend) Free(t model.Tensor) {
 	p := dt(t)
 	if !p.owner || p.ptr == 0 {
 		return
 	}
 	defer b.enter()()
-	check("Free: synchronize", b.stream.Synchronize())
-	check("Free", cu.MemFree(p.ptr))
+	check("Free", b.memFree(p.ptr, int64(p.n)*4))
 	p.ptr, p.owner = 0, false
 }
 
-// FreeInt releases an IntTensor (model.Backend has no such method; the
-// workspace's int tensors live as long as the backend otherwise).
+// FreeInt implements model.IntFreer: it releases an IntTensor and its
+// cached token grouping.
 func (b *Backend) FreeInt(t model.IntTensor) {
 	p := it(t)
-	if p.ptr == 0 {
+	if p.ptr == 0 && p.seg == nil {
 		return
 	}
 	defer b.enter()()
-	check("FreeInt: synchronize", b.stream.Synchronize())
-	check("FreeInt", cu.MemFree(p.ptr))
-	p.ptr = 0
+	if p.seg != nil {
+		check("FreeInt: segments", b.memFree(p.seg.dev, p.seg.deviceBytes))
+		p.seg = nil
+	}
+	if p.ptr != 0 {
+		check("FreeInt", b.memFree(p.ptr, int64(p.n)*4))
+		p.ptr = 0
+	}
 }
+
+var _ model.IntFreer = (*Backend)(nil)
 
 func mustLen(op string, a, b int) {
 	if a != b {
@@ -322,19 +336,18 @@ func (b *Backend) UploadInt(dst model.IntTensor, src []int32) {
 	check("UploadInt", cu.MemcpyHtoDAsync(d.ptr, unsafe.Pointer(&src[0]), int64(len(src))*4, b.stream))
 }
 
-// scratchPtr returns a scratch buffer of at least bytes. Growing waits for
-// queued work, which may still read the old buffer.
+// scratchPtr returns a scratch buffer of at least bytes. Growing frees the
+// old buffer in stream order, after the queued work that may still read it.
 func (b *Backend) scratchPtr(bytes int64) cu.DevicePtr {
 	if bytes <= b.scratchLen {
 		return b.scratch
 	}
-	check("scratch: synchronize", b.stream.Synchronize())
 	if b.scratch != 0 {
-		check("scratch: free", cu.MemFree(b.scratch))
+		check("scratch: free", b.memFree(b.scratch, b.scratchLen))
 		b.scratch, b.scratchLen = 0, 0
 	}
 	n := max(bytes, 1<<20)
-	p, err := cu.MemAlloc(n)
+	p, err := b.memAlloc(n)
 	check(fmt.Sprintf("scratch: allocate %d bytes", n), err)
 	b.scratch, b.scratchLen = p, n
 	return p

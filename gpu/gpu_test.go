@@ -499,6 +499,20 @@ func TestTrainParity(t *testing.T) {
 	}
 }
 
+// newTrainer is a model of cfg on be, initialised from seed, and its trainer.
+func newTrainer(t *testing.T, be model.Backend, cfg model.Config, seed uint64) (*model.Model, *model.Trainer) {
+	t.Helper()
+	m, err := model.New(cfg, be, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := model.NewTrainer(m, model.DefaultTrainOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, tr
+}
+
 // TestDeterminism checks the Backend contract: the same steps twice give
 // bit-identical weights, in FP32 and in BF16 (cuBLAS bf16 GEMMs and the
 // tensor-core attention: head size 64).
@@ -508,15 +522,7 @@ func TestDeterminism(t *testing.T) {
 	for _, prec := range []Precision{FP32, BF16} {
 		t.Run(prec.String(), func(t *testing.T) {
 			run := func() map[string]model.SafeTensor {
-				gb := newGPU(t, prec)
-				m, err := model.New(cfg, gb, 3)
-				if err != nil {
-					t.Fatal(err)
-				}
-				tr, err := model.NewTrainer(m, model.DefaultTrainOptions())
-				if err != nil {
-					t.Fatal(err)
-				}
+				m, tr := newTrainer(t, newGPU(t, prec), cfg, 3)
 				for i := 0; i < 3; i++ {
 					if _, err := tr.Step(t.Context(), []model.Batch{batch}); err != nil {
 						t.Fatal(err)
@@ -554,4 +560,43 @@ func TestTensorCoreAttentionParity(t *testing.T) {
 			p.attentionShape("tc attention", s, 2e-2, 2e-2)
 		})
 	}
+}
+
+// TestEvaluationFreesDeviceMemory: evaluation on the GPU (losses over
+// batches of changing shapes, logits, generation) and training with a
+// changing batch shape must give back what they allocate; on the CPU Go's
+// heap does it, on the GPU a forgotten buffer is a leak per sample.
+func TestEvaluationFreesDeviceMemory(t *testing.T) {
+	gb := newGPU(t, FP32)
+	cfg := hd64Config()
+	m, tr := newTrainer(t, gb, cfg, 3)
+	round := func() {
+		// The same batches every round: the embedding backward's cached
+		// token grouping is sized by the tokens.
+		rng := rand.New(rand.NewPCG(8, 9))
+		for _, T := range []int{40, 72} {
+			b := packedBatch(rng, cfg, 1, T)
+			if _, err := m.LossOn(t.Context(), []model.Batch{b, packedBatch(rng, cfg, 2, T+8)}); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := m.Logits(t.Context(), b); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tr.Step(t.Context(), []model.Batch{b}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := m.Generate(t.Context(), []int32{1, 2, 3}, 6, model.GenerateOptions{NoEOS: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round() // the scratch buffer and the trainer's state reach their size
+	before := gb.Allocated()
+	for i := 0; i < 3; i++ {
+		round()
+	}
+	if after := gb.Allocated(); after != before {
+		t.Fatalf("device memory %d bytes after 3 more rounds, %d before: %+d per round", after, before, (after-before)/3)
+	}
+	t.Logf("device memory steady at %.1f MB", float64(before)/1e6)
 }

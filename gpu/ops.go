@@ -140,8 +140,7 @@ func (b *Backend) segmentsOf(tk *intTensor, rows int) *segments {
 		return tk.seg
 	}
 	if tk.seg != nil {
-		check("EmbeddingBackward: synchronize", b.stream.Synchronize())
-		check("EmbeddingBackward: free segments", cu.MemFree(tk.seg.dev))
+		check("EmbeddingBackward: free segments", b.memFree(tk.seg.dev, tk.seg.deviceBytes))
 		tk.seg = nil
 	}
 	uniq, start, order := buildSegments(tk.host[:rows])
@@ -149,7 +148,7 @@ func (b *Backend) segmentsOf(tk *intTensor, rows int) *segments {
 	s := &segments{rows: rows, nuniq: len(uniq), uniqOff: 0, startOff: int64(len(uniq)) * 4,
 		orderOff: int64(len(uniq)+len(start)) * 4, deviceBytes: int64(len(all)) * 4}
 	var err error
-	s.dev, err = cu.MemAlloc(s.deviceBytes)
+	s.dev, err = b.memAlloc(s.deviceBytes)
 	check("EmbeddingBackward: allocate segments", err)
 	// Synchronous copy: all is a Go slice that goes out of scope.
 	check("EmbeddingBackward: upload segments", cu.MemcpyHtoDAsync(s.dev, unsafe.Pointer(&all[0]), s.deviceBytes, b.stream))

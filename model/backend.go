@@ -121,3 +121,21 @@ func sumSquaresMany(be Backend, ts []Tensor) float64 {
 	}
 	return ss
 }
+
+// IntFreer is implemented by backends whose IntTensors hold memory the
+// garbage collector does not reclaim (a GPU's); the model frees the int
+// tensors of its temporary buffers through it.
+type IntFreer interface {
+	FreeInt(t IntTensor)
+}
+
+// freeInts releases ts where be holds int tensors outside Go's heap.
+func freeInts(be Backend, ts ...IntTensor) {
+	if f, ok := be.(IntFreer); ok {
+		for _, t := range ts {
+			if t != nil {
+				f.FreeInt(t)
+			}
+		}
+	}
+}

@@ -55,6 +55,7 @@ func (w *workspace) free(be Backend) {
 			be.Free(t)
 		}
 	}
+	freeInts(be, w.tokens, w.targets, w.pos, w.doc)
 }
 
 func (w *workspace) all() []Tensor {

@@ -21,6 +21,11 @@ func (m *Model) LossOn(ctx context.Context, batches []Batch) (LossResult, error)
 	var acc StepResult
 	var wsum, total float64
 	var ws *workspace
+	defer func() {
+		if ws != nil {
+			ws.free(m.be)
+		}
+	}()
 	for i := range batches {
 		if err := ctx.Err(); err != nil {
 			return LossResult{}, fmt.Errorf("loss: %w", err)
@@ -30,6 +35,9 @@ func (m *Model) LossOn(ctx context.Context, batches []Batch) (LossResult, error)
 			return LossResult{}, fmt.Errorf("loss: batch %d: %w", i, err)
 		}
 		if ws == nil || ws.B != b.B || ws.T != b.T {
+			if ws != nil {
+				ws.free(m.be)
+			}
 			ws = newWorkspace(m, b.B, b.T, false)
 		}
 		ws.load(m.be, b)

@@ -52,6 +52,16 @@ func newKVCache(m *Model, capacity, rows int) *kvCache {
 	return kc
 }
 
+// free releases the cache's buffers (a no-op on the CPU, where Go's heap
+// holds them; a GPU's are freed now).
+func (kc *kvCache) free(be Backend) {
+	for _, t := range append(append([]Tensor{kc.x, kc.xmid, kc.h, kc.q, kc.att, kc.lse, kc.gate, kc.up, kc.act,
+		kc.rstd, kc.logits}, kc.k...), kc.v...) {
+		be.Free(t)
+	}
+	freeInts(be, kc.kDoc, kc.pos, kc.qDoc, kc.tok)
+}
+
 // step runs tokens (at positions off..off+n-1) through the model, appending
 // their keys and values to the cache, and returns the logits of the last one.
 func (m *Model) step(kc *kvCache, tokens []int32, off int) []float32 {
@@ -130,6 +140,7 @@ func (m *Model) Generate(ctx context.Context, prompt []int32, maxNew int, opts G
 	}
 	rng := rand.New(rand.NewPCG(opts.Seed, 0x6e6))
 	kc := newKVCache(m, len(prompt)+maxNew, len(prompt))
+	defer kc.free(m.be)
 	logits := m.step(kc, prompt, 0)
 	var out []int32
 	for {

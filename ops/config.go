@@ -111,10 +111,14 @@ type MixerConfig struct {
 
 // EvalConfig configures evaluation.
 type EvalConfig struct {
-	EverySteps   int                     `mapstructure:"every_steps"`
-	EveryMinutes float64                 `mapstructure:"every_minutes"`
-	Threads      int                     `mapstructure:"threads"`
-	Suites       []evaluator.SuiteConfig `mapstructure:"suites"`
+	EverySteps   int     `mapstructure:"every_steps"`
+	EveryMinutes float64 `mapstructure:"every_minutes"`
+	Threads      int     `mapstructure:"threads"`
+	// Device evaluates on "cpu" (a copy of the weights, Threads cores) or
+	// "cuda" (a second backend on the GPU, float32); empty follows
+	// train.device.
+	Device string                  `mapstructure:"device"`
+	Suites []evaluator.SuiteConfig `mapstructure:"suites"`
 }
 
 // GateConfig holds the publishing gate's rules.
@@ -306,6 +310,9 @@ func (c Config) Validate() error {
 	if c.Eval.Threads < 1 {
 		bad("eval.threads", "%d (want ≥ 1)", c.Eval.Threads)
 	}
+	if c.Eval.Device != "" && c.Eval.Device != "cpu" && c.Eval.Device != "cuda" {
+		bad("eval.device", "%q (want cpu, cuda, or empty to follow train.device)", c.Eval.Device)
+	}
 	names := map[string]bool{}
 	for i, s := range c.Eval.Suites {
 		if err := s.Validate(); err != nil {
@@ -471,7 +478,7 @@ func EnvName(key string) string {
 // to start.
 func toolEnv(name string) bool {
 	switch name {
-	case "REPLAYD_CUBLAS", "REPLAYD_GPU_NOCUBLAS", "REPLAYD_EMU_SCHEDULE", "REPLAYD_EMU_THREADS",
+	case "REPLAYD_CUBLAS", "REPLAYD_GPU_NOCUBLAS", "REPLAYD_EMU_SCHEDULE", "REPLAYD_EMU_THREADS", "REPLAYD_EMU_STATS",
 		"REPLAYD_CUDA_ROOT", "REPLAYD_CUDA_CACHE", "REPLAYD_DEBIAN_MIRROR":
 		return true
 	}
@@ -505,4 +512,12 @@ func checkUnknownKeys(found []string, keys map[string]any) error {
 	}
 	sort.Strings(known)
 	return fmt.Errorf("unknown key(s) %s; known keys: %s", strings.Join(unknown, ", "), strings.Join(known, ", "))
+}
+
+// EvalDevice is where evaluation runs: eval.device, else train.device.
+func (c Config) EvalDevice() string {
+	if c.Eval.Device != "" {
+		return c.Eval.Device
+	}
+	return c.Train.Device
 }

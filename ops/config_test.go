@@ -83,6 +83,7 @@ func TestRefusals(t *testing.T) {
 		{"missing suite file", "eval:\n  suites:\n    - {name: s, group: seen, kind: task, metric: exact, file: /nonexistent.jsonl}\n", nil, "eval.suites[0]"},
 		{"broken yaml", "train: [lr: 0.1\n", nil, "read config"},
 		{"bad publish dtype", "publish:\n  dtype: float16\n", nil, "publish.dtype"},
+		{"bad eval device", "eval:\n  device: tpu\n", nil, "eval.device"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -101,7 +102,7 @@ func TestRefusals(t *testing.T) {
 // scripts/cuda-headers.sh exports REPLAYD_CUDA_ROOT).
 func TestToolEnvironmentAccepted(t *testing.T) {
 	env := []string{"REPLAYD_CUBLAS=/usr/lib/libcublas.so.13", "REPLAYD_GPU_NOCUBLAS=1", "REPLAYD_EMU_SCHEDULE=shuffle",
-		"REPLAYD_EMU_THREADS=2", "REPLAYD_CUDA_ROOT=/var/cache/replayd-cuda/root", "REPLAYD_CUDA_CACHE=/tmp/c",
+		"REPLAYD_EMU_THREADS=2", "REPLAYD_EMU_STATS=1", "REPLAYD_CUDA_ROOT=/var/cache/replayd-cuda/root", "REPLAYD_CUDA_CACHE=/tmp/c",
 		"REPLAYD_DEBIAN_MIRROR=http://deb.debian.org/debian", "REPLAYD_TRAIN_LR=0.01"}
 	cfg, err := Loader{Env: env}.Load()
 	if err != nil {

@@ -10,9 +10,9 @@
 #   3. scripts/gpu-check.sh as a dry run: the same tests with the emulated
 #      cuBLAS (fp32 and bf16) and a shuffled thread order, then gpubench and
 #      PyTorch on a small config (the programs run; their speed means nothing);
-#   4. the cuda daemon, `replayd-cuda demo --train.device cuda`, until it has
-#      evaluated, passed the gate and published a checkpoint, then SIGTERM:
-#      exit 0 and a checkpoint on disk.
+#   4. the cuda daemon, `replayd-cuda demo --train.device cuda` (evaluation on
+#      the emulated GPU too), until it has evaluated, passed the gate and
+#      published a checkpoint, then SIGTERM: exit 0 and a checkpoint on disk.
 #
 # What it cannot check: anything about real GPU hardware (the PTX JIT, the
 # memory model beyond barriers, warp scheduling, speed); that is

@@ -44,7 +44,11 @@ struct stream {
 	std::mutex mu;
 	std::condition_variable cv, idle;
 	std::deque<std::function<void()>> q;
-	bool busy = false, stop = false;
+	bool stop = false;
+	// pushed and completed count the work items; a wait covers the work
+	// queued before it (as on a GPU), not later work another thread keeps
+	// queueing, which would starve it.
+	uint64_t pushed = 0, completed = 0;
 	std::thread th;
 
 	stream() {
@@ -58,26 +62,27 @@ struct stream {
 			if (q.empty()) return;  // stop requested and drained
 			auto fn = std::move(q.front());
 			q.pop_front();
-			busy = true;
 			l.unlock();
 			fn();
 			l.lock();
-			busy = false;
-			if (q.empty()) idle.notify_all();
+			completed++;
+			idle.notify_all();
 		}
 	}
 	void push(std::function<void()> fn) {
 		std::lock_guard<std::mutex> l(mu);
 		q.push_back(std::move(fn));
+		pushed++;
 		cv.notify_one();
 	}
 	void sync() {
 		std::unique_lock<std::mutex> l(mu);
-		idle.wait(l, [&] { return q.empty() && !busy; });
+		uint64_t target = pushed;
+		idle.wait(l, [&] { return completed >= target; });
 	}
 	bool done() {
 		std::lock_guard<std::mutex> l(mu);
-		return q.empty() && !busy;
+		return completed == pushed;
 	}
 	~stream() {
 		{
@@ -455,6 +460,31 @@ CUresult cuMemAlloc(CUdeviceptr* p, size_t bytes) {
 	drv().allocs[(uintptr_t)user] = allocation{(char*)m, len, bytes};
 	*p = (CUdeviceptr)user;
 	return kOK;
+}
+
+// Stream-ordered allocation: the memory exists at once (using it before
+// the stream reaches the allocation is the caller's error, as on a GPU),
+// and a free happens when the stream reaches it, without waiting for the
+// device.
+CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream s) {
+	if (s && !valid_stream(s)) return CUDA_ERROR_INVALID_HANDLE;
+	return cuMemAlloc(p, bytes);
+}
+
+CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
+	if (CUresult r = need_context()) return r;
+	if (!p) return kOK;
+	{
+		std::lock_guard<std::mutex> l(drv().mu);
+		if (!drv().allocs.count((uintptr_t)p)) return CUDA_ERROR_INVALID_VALUE;
+	}
+	return run(s, [p] {
+		std::lock_guard<std::mutex> l(drv().mu);
+		auto it = drv().allocs.find((uintptr_t)p);
+		if (it == drv().allocs.end()) emu_fatal("cuMemFreeAsync: %#lx freed twice", (unsigned long)p);
+		free_allocation(it->second);
+		drv().allocs.erase(it);
+	});
 }
 
 CUresult cuMemFree(CUdeviceptr p) {

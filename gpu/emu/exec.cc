@@ -192,7 +192,12 @@ void run_block(engine* e, const emu_grid& g, emu_dim3 bidx) {
 
 // pool runs emu_parallel_for's tasks on its threads plus the caller's.
 struct pool {
-	std::mutex run;  // one parallel_for at a time
+	// One parallel_for at a time, first come first served (a ticket lock:
+	// std::mutex is not fair, and a stream launching back to back would
+	// starve another, e.g. evaluation's beside training's).
+	std::mutex tmu;
+	std::condition_variable tcv;
+	uint64_t nextTicket = 0, serving = 0;
 	std::mutex mu;
 	std::condition_variable wake, done;
 	std::vector<std::thread> threads;
@@ -226,7 +231,11 @@ struct pool {
 	}
 
 	void parallel_for(long count, const std::function<void(int)>& f) {
-		std::lock_guard<std::mutex> r(run);
+		{
+			std::unique_lock<std::mutex> l(tmu);
+			uint64_t mine = nextTicket++;
+			tcv.wait(l, [&] { return serving == mine; });
+		}
 		{
 			std::lock_guard<std::mutex> l(mu);
 			fn = &f;
@@ -237,9 +246,16 @@ struct pool {
 		}
 		wake.notify_all();
 		work();
-		std::unique_lock<std::mutex> l(mu);
-		done.wait(l, [&] { return busy == 0; });
-		fn = nullptr;
+		{
+			std::unique_lock<std::mutex> l(mu);
+			done.wait(l, [&] { return busy == 0; });
+			fn = nullptr;
+		}
+		{
+			std::lock_guard<std::mutex> l(tmu);
+			serving++;
+		}
+		tcv.notify_all();
 	}
 };
 
