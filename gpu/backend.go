@@ -27,7 +27,7 @@ var headDims = []int{16, 32, 64, 96, 128}
 
 // Backend is the CUDA model.Backend. All work is queued on one stream, in
 // call order, so kernels never race on the shared scratch buffer and the
-// host only waits in Download and SumSquares. Methods panic with a wrapped
+// host only waits in Download, SumSquares(Many) and Sync. Methods panic with a wrapped
 // error on a CUDA failure (model.Backend has no error results and a failed
 // context cannot be used further); New and Close return errors.
 type Backend struct {
@@ -110,6 +110,9 @@ func (b *Backend) init() error {
 	}
 	if b.stream, err = cu.MakeStream(cu.NonBlocking); err != nil {
 		return fmt.Errorf("gpu: create stream: %w", err)
+	}
+	if err := b.keepPool(); err != nil {
+		return fmt.Errorf("gpu: %w", err)
 	}
 	if b.mod, err = cu.LoadData(kernelsPTX); err != nil {
 		return fmt.Errorf("gpu: JIT-load kernels.ptx (%d bytes): %w", len(kernelsPTX), err)

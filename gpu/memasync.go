@@ -10,6 +10,18 @@ package gpu
 // wrap.
 static CUresult rd_alloc_async(CUdeviceptr* p, size_t n, CUstream s) { return cuMemAllocAsync(p, n, s); }
 static CUresult rd_free_async(CUdeviceptr p, CUstream s) { return cuMemFreeAsync(p, s); }
+
+// rd_keep_pool makes the device's default pool keep freed memory instead of
+// returning it to the system at every synchronisation (threshold 0 by
+// default), so buffers freed and allocated again (evaluation, decoding)
+// are served from the pool.
+static CUresult rd_keep_pool(CUdevice dev) {
+	CUmemoryPool pool;
+	CUresult r = cuDeviceGetDefaultMemPool(&pool, dev);
+	if (r != CUDA_SUCCESS) return r;
+	cuuint64_t keep = ~(cuuint64_t)0;
+	return cuMemPoolSetAttribute(pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &keep);
+}
 */
 import "C"
 
@@ -45,3 +57,11 @@ func (b *Backend) memFree(p cu.DevicePtr, bytes int64) error {
 }
 
 func (b *Backend) cstream() C.CUstream { return C.CUstream(unsafe.Pointer(b.stream.C())) }
+
+// keepPool sets the default pool's release threshold to keep freed memory.
+func (b *Backend) keepPool() error {
+	if r := C.rd_keep_pool(C.CUdevice(b.dev)); r != C.CUDA_SUCCESS {
+		return fmt.Errorf("memory pool release threshold: CUDA error %d", int(r))
+	}
+	return nil
+}

@@ -487,6 +487,24 @@ CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
 	});
 }
 
+// The default memory pool: one per device; its attributes only matter to
+// a real allocator, so they are accepted and kept.
+CUresult cuDeviceGetDefaultMemPool(CUmemoryPool* pool, CUdevice dev) {
+	if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+	if (!pool) return CUDA_ERROR_INVALID_VALUE;
+	static int the_pool;
+	*pool = reinterpret_cast<CUmemoryPool>(&the_pool);
+	return kOK;
+}
+
+CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void* value) {
+	CUmemoryPool def;
+	cuDeviceGetDefaultMemPool(&def, 0);
+	if (pool != def || !value) return CUDA_ERROR_INVALID_VALUE;
+	if (attr != CU_MEMPOOL_ATTR_RELEASE_THRESHOLD) return CUDA_ERROR_NOT_SUPPORTED;
+	return kOK;
+}
+
 CUresult cuMemFree(CUdeviceptr p) {
 	if (CUresult r = need_context()) return r;
 	if (!p) return kOK;
