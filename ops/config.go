@@ -405,7 +405,11 @@ func AddFlags(fs *pflag.FlagSet) {
 			fs.Duration(k, d, "")
 		}
 	}
+	fs.String(deviceFlag, "", "shorthand for --train.device: cpu, or cuda in the cuda binary")
 }
+
+// deviceFlag is the --device shorthand of --train.device.
+const deviceFlag = "device"
 
 // Load reads, checks and validates the configuration.
 func (l Loader) Load() (Config, error) {
@@ -446,11 +450,21 @@ func (l Loader) Load() (Config, error) {
 	// Flags last: viper's Set outranks everything, so the order of these
 	// calls is the precedence.
 	if l.Flags != nil {
+		var device string
 		l.Flags.Visit(func(f *pflag.Flag) {
 			if _, ok := keys[f.Name]; ok {
 				v.Set(f.Name, f.Value.String())
 			}
+			if f.Name == deviceFlag {
+				device = f.Value.String()
+			}
 		})
+		if device != "" {
+			if f := l.Flags.Lookup("train.device"); f != nil && f.Changed && f.Value.String() != device {
+				return Config{}, fmt.Errorf("--device %s and --train.device %s disagree", device, f.Value.String())
+			}
+			v.Set("train.device", device)
+		}
 	}
 	var c Config
 	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {

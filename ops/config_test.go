@@ -64,6 +64,46 @@ func TestPrecedenceFileEnvFlag(t *testing.T) {
 	}
 }
 
+// --device is the shorthand of --train.device (`replayd serve --device
+// cuda`); evaluation follows it unless eval.device says otherwise.
+func TestDeviceShorthand(t *testing.T) {
+	cases := []struct {
+		name                string
+		env, flags          []string
+		train, eval, errSub string
+	}{
+		{"default", nil, nil, "cpu", "cpu", ""},
+		{"shorthand", nil, []string{"--device=cuda"}, "cuda", "cuda", ""},
+		{"shorthand beats env", []string{"REPLAYD_TRAIN_DEVICE=cpu"}, []string{"--device", "cuda"}, "cuda", "cuda", ""},
+		{"eval pinned to the cpu", nil, []string{"--device=cuda", "--eval.device=cpu"}, "cuda", "cpu", ""},
+		{"same twice", nil, []string{"--device=cuda", "--train.device=cuda"}, "cuda", "cuda", ""},
+		{"disagreeing", nil, []string{"--device=cuda", "--train.device=cpu"}, "", "", "disagree"},
+		{"invalid", nil, []string{"--device=tpu"}, "", "", "train.device"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+			AddFlags(fs)
+			if err := fs.Parse(c.flags); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := Loader{Env: c.env, Flags: fs}.Load()
+			if c.errSub != "" {
+				if err == nil || !strings.Contains(err.Error(), c.errSub) {
+					t.Fatalf("error %v, want one containing %q", err, c.errSub)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Train.Device != c.train || cfg.EvalDevice() != c.eval {
+				t.Fatalf("train.device %s, evaluation on %s; want %s, %s", cfg.Train.Device, cfg.EvalDevice(), c.train, c.eval)
+			}
+		})
+	}
+}
+
 func TestRefusals(t *testing.T) {
 	dir := t.TempDir()
 	cases := []struct {

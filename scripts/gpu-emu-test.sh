@@ -10,7 +10,7 @@
 #   3. scripts/gpu-check.sh as a dry run: the same tests with the emulated
 #      cuBLAS (fp32 and bf16) and a shuffled thread order, then gpubench and
 #      PyTorch on a small config (the programs run; their speed means nothing);
-#   4. the cuda daemon, `replayd-cuda demo --train.device cuda` (evaluation on
+#   4. the cuda daemon, `replayd-cuda demo --device cuda` (evaluation on
 #      the emulated GPU too), until it has evaluated, passed the gate and
 #      published a checkpoint, then SIGTERM: exit 0 and a checkpoint on disk.
 #
@@ -68,7 +68,7 @@ cleanup() {
 }
 trap cleanup EXIT
 REPLAYD_CUBLAS="$PWD/$out/libcublas.so" "$out/replayd-cuda" demo --data_dir "$dir" --http.addr 127.0.0.1:0 \
-	--train.device cuda --eval.every_steps 15 --train.checkpoint_every 1000 --log.level warn >"$dir/out.log" 2>&1 &
+	--device cuda --eval.every_steps 15 --train.checkpoint_every 1000 --log.level warn >"$dir/out.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do
 	grep -q 'published=step-' "$dir/out.log" && break
