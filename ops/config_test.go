@@ -48,11 +48,7 @@ func TestPrecedenceFileEnvFlag(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
-			AddFlags(fs)
-			if err := fs.Parse(c.flags); err != nil {
-				t.Fatal(err)
-			}
+			fs := configFlagSet(t, c.flags)
 			cfg, err := Loader{File: file, Env: c.env, Flags: fs}.Load()
 			if err != nil {
 				t.Fatal(err)
@@ -82,11 +78,7 @@ func TestDeviceShorthand(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
-			AddFlags(fs)
-			if err := fs.Parse(c.flags); err != nil {
-				t.Fatal(err)
-			}
+			fs := configFlagSet(t, c.flags)
 			cfg, err := Loader{Env: c.env, Flags: fs}.Load()
 			if c.errSub != "" {
 				if err == nil || !strings.Contains(err.Error(), c.errSub) {
@@ -224,4 +216,15 @@ func TestReloadLiveAndRestartKeys(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// configFlagSet is a flag set with every configuration flag, parsed from args.
+func configFlagSet(t *testing.T, args []string) *pflag.FlagSet {
+	t.Helper()
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return fs
 }
