@@ -27,7 +27,7 @@ var headDims = []int{16, 32, 64, 96, 128}
 
 // Backend is the CUDA model.Backend. All work is queued on one stream, in
 // call order, so kernels never race on the shared scratch buffer and the
-// host only waits in Download, SumSquares(Many) and Sync. Methods panic with a wrapped
+// host only waits in Download, SumSquares and Sync. Methods panic with a wrapped
 // error on a CUDA failure (model.Backend has no error results and a failed
 // context cannot be used further); New and Close return errors.
 type Backend struct {
@@ -274,7 +274,7 @@ func (b *Backend) Free(t model.Tensor) {
 	p.ptr, p.owner = 0, false
 }
 
-// FreeInt implements model.IntFreer: it releases an IntTensor and its
+// FreeInt implements model.Backend: it releases an IntTensor and its
 // cached token grouping.
 func (b *Backend) FreeInt(t model.IntTensor) {
 	p := it(t)
@@ -291,8 +291,6 @@ func (b *Backend) FreeInt(t model.IntTensor) {
 		p.ptr = 0
 	}
 }
-
-var _ model.IntFreer = (*Backend)(nil)
 
 func mustLen(op string, a, b int) {
 	if a != b {

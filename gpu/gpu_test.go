@@ -135,8 +135,8 @@ func TestOpsParity(t *testing.T) {
 		for _, x := range many {
 			seq += g.SumSquares(x)
 		}
-		if got := g.SumSquaresMany(many); math.Float64bits(got) != math.Float64bits(seq) {
-			t.Errorf("SumSquaresMany %v, one by one %v", got, seq)
+		if got := g.SumSquares(many...); math.Float64bits(got) != math.Float64bits(seq) {
+			t.Errorf("SumSquares of %d tensors %v, one by one %v", len(many), got, seq)
 		}
 		c.Zero(b.c)
 		g.Zero(b.g)
@@ -435,22 +435,8 @@ func TestTrainParity(t *testing.T) {
 					t.Skip("reduced precision needs cuBLAS")
 				}
 				batch := packedBatch(rand.New(rand.NewPCG(3, 4)), tc.cfg, tc.B, tc.T)
-				cpuM, err := model.New(tc.cfg, model.NewCPUBackend(2), 11)
-				if err != nil {
-					t.Fatal(err)
-				}
-				gpuM, err := model.New(tc.cfg, gb, 11)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ct, err := model.NewTrainer(cpuM, model.DefaultTrainOptions())
-				if err != nil {
-					t.Fatal(err)
-				}
-				gt, err := model.NewTrainer(gpuM, model.DefaultTrainOptions())
-				if err != nil {
-					t.Fatal(err)
-				}
+				cpuM, ct := newTrainer(t, model.NewCPUBackend(2), tc.cfg, 11)
+				gpuM, gt := newTrainer(t, gb, tc.cfg, 11)
 				for step := 1; step <= 2; step++ {
 					cr, err := ct.Step(t.Context(), []model.Batch{batch})
 					if err != nil {

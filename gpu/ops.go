@@ -54,31 +54,10 @@ func (b *Backend) Scale(t model.Tensor, s float32) {
 const sumChunk = 4096
 
 // SumSquares implements model.Backend: float64 partials per chunk on the
-// device, added in chunk order on the host.
-func (b *Backend) SumSquares(t model.Tensor) float64 {
-	d := dt(t)
-	if d.n == 0 {
-		return 0
-	}
-	defer b.enter()()
-	nb := (d.n + sumChunk - 1) / sumChunk
-	part := b.scratchPtr(int64(nb) * 8)
-	b.launch("sumsq_partial", dim3{nb, 1, 1}, 256, 0, d.ptr, d.n, sumChunk, part)
-	host := make([]float64, nb)
-	check("SumSquares: download", cu.MemcpyDtoHAsync(unsafe.Pointer(&host[0]), part, int64(nb)*8, b.stream))
-	check("SumSquares: synchronize", b.stream.Synchronize())
-	var s float64
-	for _, v := range host {
-		s += v
-	}
-	return s
-}
-
-// SumSquaresMany implements model.ManySumSquares: the chunk partials of
-// every tensor go to one scratch buffer and come back in one copy, so the
-// gradient norm waits for the device once per step instead of once per
-// tensor; the host adds them as SumSquares does (bit-identical).
-func (b *Backend) SumSquaresMany(ts []model.Tensor) float64 {
+// device, every tensor's into one scratch buffer that comes back in one
+// copy (the gradient norm waits for the device once per step, not once per
+// tensor); the host adds them in chunk order, then in tensor order.
+func (b *Backend) SumSquares(ts ...model.Tensor) float64 {
 	counts := make([]int, len(ts))
 	total := 0
 	for i, t := range ts {
@@ -98,8 +77,8 @@ func (b *Backend) SumSquaresMany(ts []model.Tensor) float64 {
 		}
 	}
 	host := make([]float64, total)
-	check("SumSquaresMany: download", cu.MemcpyDtoHAsync(unsafe.Pointer(&host[0]), part, int64(total)*8, b.stream))
-	check("SumSquaresMany: synchronize", b.stream.Synchronize())
+	check("SumSquares: download", cu.MemcpyDtoHAsync(unsafe.Pointer(&host[0]), part, int64(total)*8, b.stream))
+	check("SumSquares: synchronize", b.stream.Synchronize())
 	var ss float64
 	off = 0
 	for _, c := range counts {
@@ -112,8 +91,6 @@ func (b *Backend) SumSquaresMany(ts []model.Tensor) float64 {
 	}
 	return ss
 }
-
-var _ model.ManySumSquares = (*Backend)(nil)
 
 // Embedding implements model.Backend.
 func (b *Backend) Embedding(out, table model.Tensor, tokens model.IntTensor, rows, dim int) {
@@ -267,12 +244,18 @@ func attnScale(hd int) float32 { return float32(1 / math.Sqrt(float64(hd))) }
 // tensorCoreHeadDim is the head size of the tensor-core kernels (attn_tc.cuh).
 const tensorCoreHeadDim = 64
 
-// tensorCores reports whether s runs on the bf16 tensor-core kernels: in BF16
-// precision unless PlainAttention, for training's self-attention (no cache
-// offset, as many keys as queries) at head size 64.
+// TensorCoreAttention reports whether training's self-attention with head
+// size headDim runs on the bf16 tensor-core kernels: in BF16 precision,
+// unless Options.PlainAttention, at head size 64.
+func (b *Backend) TensorCoreAttention(headDim int) bool {
+	return b.opts.Precision == BF16 && !b.opts.PlainAttention && headDim == tensorCoreHeadDim
+}
+
+// tensorCores reports whether s runs on the tensor-core kernels: training's
+// self-attention (no cache offset, as many keys as queries) where
+// TensorCoreAttention says so.
 func (b *Backend) tensorCores(s model.AttnShape) bool {
-	return b.opts.Precision == BF16 && !b.opts.PlainAttention && s.HeadDim == tensorCoreHeadDim && s.QOffset == 0 &&
-		s.Tq == s.Tk
+	return b.TensorCoreAttention(s.HeadDim) && s.QOffset == 0 && s.Tq == s.Tk
 }
 
 // Attention implements model.Backend.
@@ -295,17 +278,12 @@ func (b *Backend) Attention(out, lse, q, k, v model.Tensor, qDoc, kDoc model.Int
 // dQ with one thread per query and dK, dV with one thread per key, so each
 // output has a single writer and a fixed summation order.
 func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v model.Tensor, qDoc, kDoc model.IntTensor, s model.AttnShape) {
-	tc := b.tensorCores(s)
-	var nameQ, nameKV string
-	if !tc {
-		nameQ, nameKV = attnKernel("bwd_dq", s.HeadDim), attnKernel("bwd_dkv", s.HeadDim)
-	}
 	defer b.enter()()
 	n := s.B * s.Tq * s.Heads
 	D := b.scratchPtr(int64(n) * 4)
 	b.launch("attn_delta", dim3{(n + 255) / 256, 1, 1}, 256, 0, D, dt(out).ptr, dt(dout).ptr, s.B*s.Tq, s.Heads, s.HeadDim)
 	scale := attnScale(s.HeadDim)
-	if tc {
+	if b.tensorCores(s) {
 		blocks := (s.Tq + attnBlock - 1) / attnBlock
 		b.launch("attn_bwd_dq_tc64", dim3{blocks, s.B * s.Heads, 1}, 128, 0, dt(dq).ptr, dt(dout).ptr, dt(lse).ptr, D,
 			dt(q).ptr, dt(k).ptr, dt(v).ptr, it(qDoc).ptr, it(kDoc).ptr, s.B, s.Tq, s.Heads, s.KVHeads, scale)
@@ -314,6 +292,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v model.Te
 			scale)
 		return
 	}
+	nameQ, nameKV := attnKernel("bwd_dq", s.HeadDim), attnKernel("bwd_dkv", s.HeadDim)
 	b.launch(nameQ, dim3{(s.Tq + attnBlock - 1) / attnBlock, s.B * s.Heads, 1}, attnBlock, 0, dt(dq).ptr, dt(dout).ptr,
 		dt(lse).ptr, D, dt(q).ptr, dt(k).ptr, dt(v).ptr, it(qDoc).ptr, it(kDoc).ptr, s.B, s.Tq, s.Tk, s.QOffset, s.Heads,
 		s.KVHeads, scale)

@@ -16,3 +16,6 @@ func (b *Backend) Close() error { return nil }
 
 // Sync implements the cuda build's Sync; nothing to wait for here.
 func (b *Backend) Sync() {}
+
+// TensorCoreAttention implements the cuda build's method; no kernels here.
+func (b *Backend) TensorCoreAttention(int) bool { return false }

@@ -55,6 +55,8 @@ type Backend interface {
 	View(t Tensor, off, n int) Tensor
 	// Free releases a tensor; using it afterwards is undefined.
 	Free(t Tensor)
+	// FreeInt releases an int tensor (a no-op where Go's heap holds it).
+	FreeInt(t IntTensor)
 	Upload(dst Tensor, src []float32)
 	Download(dst []float32, src Tensor)
 	UploadInt(dst IntTensor, src []int32)
@@ -64,8 +66,10 @@ type Backend interface {
 	// Axpy computes dst += a*src.
 	Axpy(dst Tensor, a float32, src Tensor)
 	Scale(t Tensor, s float32)
-	// SumSquares is Σ t², accumulated in float64 in a fixed order.
-	SumSquares(t Tensor) float64
+	// SumSquares is Σ t² over the tensors, each accumulated in float64 in a
+	// fixed order and the tensors' sums added in order; several tensors
+	// cost one round trip where the device is not the host's memory.
+	SumSquares(ts ...Tensor) float64
 
 	// Embedding gathers rows: out[i] = table[tokens[i]].
 	Embedding(out, table Tensor, tokens IntTensor, rows, dim int)
@@ -100,42 +104,4 @@ type Backend interface {
 	CrossEntropy(losses, logits Tensor, targets IntTensor, weights Tensor, rows, vocab int, gradScale float32, grad bool)
 	// AdamW updates p, m and v in place from the gradient g.
 	AdamW(p, g, m, v Tensor, a AdamWParams)
-}
-
-// ManySumSquares is implemented by backends that reduce several tensors with
-// one host round trip (a GPU, where each SumSquares waits for the device).
-// SumSquaresMany(ts) must equal the float64 sum of SumSquares(t) over ts in
-// order, bit for bit.
-type ManySumSquares interface {
-	SumSquaresMany(ts []Tensor) float64
-}
-
-// sumSquaresMany is Σ SumSquares over ts, in one round trip where be can.
-func sumSquaresMany(be Backend, ts []Tensor) float64 {
-	if m, ok := be.(ManySumSquares); ok {
-		return m.SumSquaresMany(ts)
-	}
-	var ss float64
-	for _, t := range ts {
-		ss += be.SumSquares(t)
-	}
-	return ss
-}
-
-// IntFreer is implemented by backends whose IntTensors hold memory the
-// garbage collector does not reclaim (a GPU's); the model frees the int
-// tensors of its temporary buffers through it.
-type IntFreer interface {
-	FreeInt(t IntTensor)
-}
-
-// freeInts releases ts where be holds int tensors outside Go's heap.
-func freeInts(be Backend, ts ...IntTensor) {
-	if f, ok := be.(IntFreer); ok {
-		for _, t := range ts {
-			if t != nil {
-				f.FreeInt(t)
-			}
-		}
-	}
 }

@@ -55,7 +55,9 @@ func (w *workspace) free(be Backend) {
 			be.Free(t)
 		}
 	}
-	freeInts(be, w.tokens, w.targets, w.pos, w.doc)
+	for _, t := range []IntTensor{w.tokens, w.targets, w.pos, w.doc} {
+		be.FreeInt(t)
+	}
 }
 
 func (w *workspace) all() []Tensor {

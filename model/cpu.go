@@ -60,6 +60,9 @@ func (c *CPUBackend) View(t Tensor, off, n int) Tensor {
 // Free implements Backend; the garbage collector reclaims CPU memory.
 func (c *CPUBackend) Free(t Tensor) {}
 
+// FreeInt implements Backend: Go's heap holds the memory.
+func (c *CPUBackend) FreeInt(t IntTensor) {}
+
 // Upload implements Backend.
 func (c *CPUBackend) Upload(dst Tensor, src []float32) {
 	mustLen(dst.Len(), len(src))
@@ -133,7 +136,15 @@ func (c *CPUBackend) Scale(t Tensor, s float32) {
 const sumBlock = 4096
 
 // SumSquares implements Backend.
-func (c *CPUBackend) SumSquares(t Tensor) float64 {
+func (c *CPUBackend) SumSquares(ts ...Tensor) float64 {
+	var ss float64
+	for _, t := range ts {
+		ss += c.sumSquares(t)
+	}
+	return ss
+}
+
+func (c *CPUBackend) sumSquares(t Tensor) float64 {
 	d := f(t)
 	nb := (len(d) + sumBlock - 1) / sumBlock
 	part := make([]float64, nb)

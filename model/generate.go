@@ -59,7 +59,9 @@ func (kc *kvCache) free(be Backend) {
 		kc.rstd, kc.logits}, kc.k...), kc.v...) {
 		be.Free(t)
 	}
-	freeInts(be, kc.kDoc, kc.pos, kc.qDoc, kc.tok)
+	for _, t := range []IntTensor{kc.kDoc, kc.pos, kc.qDoc, kc.tok} {
+		be.FreeInt(t)
+	}
 }
 
 // step runs tokens (at positions off..off+n-1) through the model, appending

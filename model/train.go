@@ -199,7 +199,7 @@ func (t *Trainer) Step(ctx context.Context, micro []Batch) (StepResult, error) {
 		return StepResult{}, fmt.Errorf("train step: %w", err)
 	}
 	res.Loss = wsum / total
-	res.GradNorm = math.Sqrt(sumSquaresMany(be, t.grads))
+	res.GradNorm = math.Sqrt(be.SumSquares(t.grads...))
 	if t.opt.ClipNorm > 0 {
 		// torch.nn.utils.clip_grad_norm_: scale by max/(norm+1e-6) when < 1.
 		if coef := t.opt.ClipNorm / (res.GradNorm + 1e-6); coef < 1 {

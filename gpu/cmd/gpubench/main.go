@@ -97,9 +97,9 @@ func run(cfg model.Config, B, steps, warmup int, precName string, opts gpu.Optio
 	el := time.Since(start).Seconds()
 	tokS := float64(steps*B*T) / el
 	flopsTok := 6*float64(m.NumParams()) + 6*float64(cfg.NumHiddenLayers*T*cfg.HiddenSize)
-	attn := "tensor-core"
-	if opts.PlainAttention || prec != gpu.BF16 || cfg.HiddenSize/cfg.NumAttentionHeads != 64 {
-		attn = "float32"
+	attn := "float32"
+	if be.TensorCoreAttention(cfg.HeadDim()) {
+		attn = "tensor-core"
 	}
 	fmt.Printf("go backend=%q precision=%s attention=%s params=%d batch=%d seq=%d steps=%d loss=%.4f step_s=%.4f tok_s=%.1f flops_per_tok=%.4g mfu=%.4f\n",
 		be.Name(), prec, attn, m.NumParams(), B, T, steps, loss, el/float64(steps), tokS, flopsTok, tokS*flopsTok/peak)
