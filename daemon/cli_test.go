@@ -45,13 +45,7 @@ func TestCLIUsage(t *testing.T) {
 // TestCheckpointsCLI lists and pulls a published checkpoint through
 // `replayd checkpoints` against a NATS server.
 func TestCheckpointsCLI(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	conn, err := ingest.Connect(ctx, ingest.NATSOptions{Embedded: ingest.EmbeddedOptions{DataDir: t.TempDir()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	ctx, conn := embeddedNATS(t, time.Minute)
 	reg, err := evaluator.OpenRegistry(ctx, conn.JS, evaluator.RegistryOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -88,13 +82,7 @@ func TestCheckpointsCLI(t *testing.T) {
 // stored once (a second run counts duplicates), invalid ones are reported
 // with their line numbers and reasons.
 func TestIngestCLI(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	conn, err := ingest.Connect(ctx, ingest.NATSOptions{Embedded: ingest.EmbeddedOptions{DataDir: t.TempDir()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	ctx, conn := embeddedNATS(t, time.Minute)
 	file := filepath.Join(t.TempDir(), "sft.jsonl")
 	lines := `{"id": "a", "instruction": "Sentiment?", "input": "Profit rose.", "output": "positive"}
 {"id": "b", "instruction": "Sentiment?", "input": "Profit fell.", "output": "negative"}
@@ -134,13 +122,7 @@ not json
 // TestPolicyCLI pushes, lists and rolls back policies with `replayd policy`,
 // refuses a hostile module at push, and runs `policy test` offline.
 func TestPolicyCLI(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	conn, err := ingest.Connect(ctx, ingest.NATSOptions{Embedded: ingest.EmbeddedOptions{DataDir: t.TempDir()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	ctx, conn := embeddedNATS(t, 2*time.Minute)
 	dir := t.TempDir()
 	for _, name := range []string{"joint-replay", "sft-only"} {
 		wasm, err := policies.Builtin(name)
@@ -182,4 +164,18 @@ func TestPolicyCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "policy joint-replay") || !strings.Contains(out, "packing efficiency") {
 		t.Fatalf("policy test: %v\n%s", err, out)
 	}
+}
+
+// embeddedNATS starts an embedded NATS server for the test and connects to
+// it; the returned context ends with the test or after timeout.
+func embeddedNATS(t *testing.T, timeout time.Duration) (context.Context, *ingest.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	conn, err := ingest.Connect(ctx, ingest.NATSOptions{Embedded: ingest.EmbeddedOptions{DataDir: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() }) // as the tests' defer did: a close error is not theirs to check
+	return ctx, conn
 }

@@ -90,6 +90,11 @@ func columns(f *File, rows []Row) []string {
 	if len(f.Eval.Columns) > 0 {
 		return f.Eval.Columns
 	}
+	return scoreKeys(rows)
+}
+
+// scoreKeys is every score key of rows, sorted.
+func scoreKeys(rows []Row) []string {
 	set := map[string]bool{}
 	for _, r := range rows {
 		for k := range r.Mean {
@@ -211,17 +216,7 @@ func plotName(col string) string {
 // writeCSV writes every score key (not only the table's columns): variant,
 // description, seeds, tokens, train_loss, then key_mean and key_std.
 func writeCSV(path string, rows []Row) error {
-	set := map[string]bool{}
-	for _, r := range rows {
-		for k := range r.Mean {
-			set[k] = true
-		}
-	}
-	keys := make([]string, 0, len(set))
-	for k := range set {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := scoreKeys(rows)
 	fh, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("experiment: %w", err)
